@@ -1,0 +1,190 @@
+// `skingpt bench`: llama-bench-like figures for a llama GGUF — prompt
+// processing (pp) and generation (tg) tokens/s, achieved GOP/s, peak RSS, and
+// the machine's measured read bandwidth, so the generation speed can be read
+// as a fraction of what the memory bus allows.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "app/args.h"
+#include "app/commands.h"
+#include "core/error.h"
+#include "core/matmul.h"
+#include "core/threads.h"
+#include "formats/gguf.h"
+#include "formats/preprocess.h"
+#include "model/llama.h"
+#include "model/vision.h"
+
+namespace sg::app {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;
+}
+
+// Best-of-5 read bandwidth over a 1 GiB buffer, split across the pool.
+double read_bandwidth_gbs(ThreadPool& pool) {
+  const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  for (size_t i = 0; i < n; ++i) buf[i] = i;
+  std::vector<uint64_t> sink(pool.size() * 8);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = clock_type::now();
+    pool.parallel_for(static_cast<int64_t>(n / 8), [&](int64_t b, int64_t e, int th) {
+      uint64_t acc[8] = {};
+      const uint64_t* p = buf.data();
+      for (int64_t i = b; i < e; ++i)
+        for (int j = 0; j < 8; ++j) acc[j] += p[i * 8 + j];
+      for (int j = 0; j < 8; ++j) sink[th * 8 + j] += acc[j];
+    });
+    best = std::max(best, n * sizeof(uint64_t) / seconds_since(t0) / 1e9);
+  }
+  volatile uint64_t keep = sink[0];
+  (void)keep;
+  return best;
+}
+
+// Image-encode timing of a vision GGUF on a synthetic 600×450 photo:
+// preprocess (resize + normalise), ViT, Q-Former + projection; best of reps.
+int bench_vision(const std::string& path, int64_t threads, int64_t reps, bool json) {
+  auto m = VisionModel::load(path);
+  const auto& c = m->config();
+  ThreadPool pool(static_cast<int>(threads));
+  Image photo;
+  photo.width = 600;
+  photo.height = 450;
+  photo.rgb.resize(600 * 450 * 3);
+  std::mt19937 rng(3);
+  for (auto& p : photo.rgb) p = static_cast<uint8_t>(rng());
+  m->file().touch_all();
+  double pre_best = 1e30, vit_best = 1e30, qf_best = 1e30, total_best = 1e30;
+  for (int64_t r = 0; r < reps + 1; ++r) {  // the first run warms up
+    const auto t0 = clock_type::now();
+    const int size = static_cast<int>(c.image_size);
+    const auto chw = to_normalized_chw(resize_bicubic(photo, size, size), {c.mean[0], c.mean[1], c.mean[2]},
+                                       {c.std[0], c.std[1], c.std[2]});
+    const double pre = seconds_since(t0) * 1e3;
+    EncodeTimings t;
+    m->encode(chw.data(), pool, {}, &t);
+    if (r == 0) continue;
+    pre_best = std::min(pre_best, pre);
+    vit_best = std::min(vit_best, t.vit_ms);
+    qf_best = std::min(qf_best, t.qformer_ms);
+    total_best = std::min(total_best, pre + t.vit_ms + t.qformer_ms);
+  }
+  const double gflops = c.flops() / ((vit_best + qf_best) * 1e-3) / 1e9;
+  const double rss = peak_rss_mb();
+  if (json) {
+    std::printf(
+        "{\"model\": \"%s\", \"threads\": %lld, \"simd\": \"%s\", \"encode_ms\": %.1f, "
+        "\"preprocess_ms\": %.2f, \"vit_ms\": %.1f, \"qformer_ms\": %.1f, \"gflop_per_image\": %.1f, "
+        "\"gflops\": %.1f, \"peak_rss_mb\": %.1f}\n",
+        path.c_str(), (long long)threads, simd_path(), total_best, pre_best, vit_best, qf_best, c.flops() / 1e9,
+        gflops, rss);
+  } else {
+    std::printf("vision model %s (%.1f MB)\n", path.c_str(), m->file().file_size() / 1e6);
+    std::printf("threads      %lld  simd %s\n", (long long)threads, simd_path());
+    std::printf("preprocess   %8.2f ms\n", pre_best);
+    std::printf("ViT          %8.1f ms\n", vit_best);
+    std::printf("Q-Former+proj%8.1f ms\n", qf_best);
+    std::printf("encode total %8.1f ms   %.1f GFLOP/image → %.1f GFLOP/s\n", total_best, c.flops() / 1e9, gflops);
+    std::printf("peak RSS     %8.1f MB\n", rss);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  std::string model_path, vision_path;
+  int64_t threads = std::thread::hardware_concurrency(), n_prompt = 128, n_gen = 64, reps = 3;
+  bool json = false;
+  Args a("bench",
+         "Measure a llama GGUF like llama-bench: pp (a batch of prompt tokens from an empty context)\n"
+         "and tg (tokens generated one at a time) in tokens/s, best of the repetitions.");
+  a.option("-m,--model", &model_path, "llama GGUF file");
+  a.option("--vision", &vision_path, "vision GGUF: measure image encoding instead");
+  a.option("-t,--threads", &threads, "threads");
+  a.option("-p,--n-prompt", &n_prompt, "prompt tokens for pp");
+  a.option("-n,--n-gen", &n_gen, "generated tokens for tg");
+  a.option("-r,--repetitions", &reps, "repetitions (the best is reported)");
+  a.flag("--json", &json, "print one JSON object");
+  if (!a.parse(argc, argv)) return 0;
+  if (threads < 1 || threads > 256) throw Error("bench: --threads must be in 1..256");
+  if (!vision_path.empty()) return bench_vision(vision_path, threads, reps, json);
+  if (model_path.empty()) throw Error("bench: -m MODEL (or --vision V) is required");
+  if (n_prompt < 1 || n_gen < 1 || reps < 1) throw Error("bench: -p, -n and -r must be >= 1");
+
+  auto model = LlamaModel::load(model_path);
+  const auto& c = model->config();
+  ThreadPool pool(static_cast<int>(threads));
+  LlamaContext ctx(*model, n_prompt + n_gen, pool);
+  std::mt19937 rng(1);
+  std::vector<int32_t> toks(n_prompt);
+  for (auto& t : toks) t = static_cast<int32_t>(rng() % c.n_vocab);
+
+  model->file().touch_all();  // pages untouched for a minute may have been reclaimed
+  ctx.eval_tokens({toks.data(), 1});  // warm-up: scratch buffers, page tables
+  double pp_best = 0, tg_best = 0;
+  for (int64_t r = 0; r < reps; ++r) {
+    ctx.truncate(0);
+    auto t0 = clock_type::now();
+    ctx.eval_tokens(toks);
+    pp_best = std::max(pp_best, n_prompt / seconds_since(t0));
+    ctx.truncate(0);
+    t0 = clock_type::now();
+    for (int64_t i = 0; i < n_gen; ++i) ctx.eval_tokens({&toks[i % n_prompt], 1});
+    tg_best = std::max(tg_best, n_gen / seconds_since(t0));
+  }
+  const double rss = peak_rss_mb();
+  const uint64_t wbytes = model->weight_bytes_per_token();
+  const double bw = read_bandwidth_gbs(pool);
+  // Multiply-adds per token in the weight matrices: one per weight element.
+  uint64_t params = 0;
+  for (const auto& l : model->layers)
+    for (const WeightView* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      params += static_cast<uint64_t>(w->rows) * w->cols;
+  params += static_cast<uint64_t>(model->output.rows) * model->output.cols;
+  const double pp_gops = 2.0 * params * pp_best / 1e9;
+  const double tg_frac = tg_best * wbytes / (bw * 1e9);
+  const double file_mb = model->file().file_size() / 1e6;
+  if (json) {
+    std::printf(
+        "{\"model\": \"%s\", \"threads\": %lld, \"simd\": \"%s\", \"n_prompt\": %lld, \"n_gen\": %lld, "
+        "\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"pp_gops\": %.2f, \"peak_rss_mb\": %.1f, "
+        "\"file_mb\": %.1f, \"kv_cache_mb\": %.1f, \"weights_bytes\": %llu, \"read_bw_gbs\": %.2f, "
+        "\"tg_bw_fraction\": %.3f}\n",
+        model_path.c_str(), (long long)threads, simd_path(), (long long)n_prompt, (long long)n_gen, pp_best,
+        tg_best, pp_gops, rss, file_mb,
+        2.0 * c.n_layers * (n_prompt + n_gen) * c.kv_dim() * 4 / 1e6, (unsigned long long)wbytes, bw, tg_frac);
+  } else {
+    std::printf("model        %s (%.1f MB, %lld layers, dim %lld)\n", model_path.c_str(), file_mb,
+                (long long)c.n_layers, (long long)c.dim);
+    std::printf("threads      %lld  simd %s\n", (long long)threads, simd_path());
+    std::printf("pp%-4lld      %8.2f tok/s   %7.1f GOP/s\n", (long long)n_prompt, pp_best, pp_gops);
+    std::printf("tg%-4lld      %8.2f tok/s   %.2f GB/token → %.1f GB/s = %.2f of read bandwidth\n",
+                (long long)n_gen, tg_best, wbytes / 1e9, tg_best * wbytes / 1e9, tg_frac);
+    std::printf("peak RSS     %8.1f MB\n", rss);
+    std::printf("read bw      %8.2f GB/s (%lld threads)\n", bw, (long long)threads);
+  }
+  return 0;
+}
+
+}  // namespace sg::app
