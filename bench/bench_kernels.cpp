@@ -3,6 +3,7 @@
 // threads, on every SIMD path this CPU has (scalar skipped unless asked).
 //
 //   bench_kernels [--quick] [--paths avx512vnni,avx2,scalar] [--types q4_k,q8_0] [--reps N]
+//                 [--shape ROWS,COLS,M ...] [--threads 1,2]
 //
 // For m=1 the weights are cycled through several copies totalling >= 192 MB
 // so they come from DRAM, not the 32 MB L3 (as in real decoding); "dec-hot"
@@ -11,6 +12,7 @@
 // within one run.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -93,7 +95,14 @@ struct Result {
   double sec;
   double gbs;   // weight bytes per second (GB/s)
   double gops;  // 2*m*rows*cols per second (G ops/s)
+  double cpu_gbs, cpu_gops;  // same per second of this thread's CPU time (1 thread only; 0 otherwise)
 };
+
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 Result bench(sg::DType t, int64_t rows, int64_t cols, int64_t m, int threads, int reps, bool hot) {
   const size_t bytes = sg::row_bytes(t, cols) * rows;
@@ -116,13 +125,17 @@ Result bench(sg::DType t, int64_t rows, int64_t cols, int64_t m, int threads, in
   once(0);
   const double one = std::chrono::duration<double>(Clock::now() - t0).count();
   const int calls = std::max(copies, static_cast<int>(std::ceil(0.2 / std::max(one, 1e-6))));
-  double best = 1e30;
+  double best = 1e30, best_cpu = 1e30;
   for (int r = 0; r < reps; ++r) {
+    const double c0 = thread_cpu_seconds();
     t0 = Clock::now();
     for (int i = 0; i < calls; ++i) once(i % copies);
     best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count() / calls);
+    best_cpu = std::min(best_cpu, (thread_cpu_seconds() - c0) / calls);
   }
-  return {best, bytes / best / 1e9, 2.0 * m * rows * cols / best / 1e9};
+  const double ops = 2.0 * m * rows * cols;
+  if (threads != 1) best_cpu = INFINITY;
+  return {best, bytes / best / 1e9, ops / best / 1e9, bytes / best_cpu / 1e9, ops / best_cpu / 1e9};
 }
 
 }  // namespace
@@ -134,14 +147,22 @@ int main(int argc, char** argv) {
   std::vector<std::string> types = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"};
   int reps = 3;
   bool quick = false;
+  std::vector<std::vector<std::string>> custom;
+  std::vector<int> thread_counts = {1, 2};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--paths" && i + 1 < argc) paths = split(argv[++i]);
     else if (a == "--types" && i + 1 < argc) types = split(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--quick") quick = true;
+    else if (a == "--shape" && i + 1 < argc) custom.push_back(split(argv[++i]));
+    else if (a == "--threads" && i + 1 < argc) {
+      thread_counts.clear();
+      for (const auto& t : split(argv[++i])) thread_counts.push_back(std::max(1, std::atoi(t.c_str())));
+    }
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--paths a,b] [--types t1,t2] [--reps N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--paths a,b] [--types t1,t2] [--reps N] [--shape R,C,M] [--threads 1,2]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -154,8 +175,21 @@ int main(int argc, char** argv) {
                                {1024, 4096, 1, "dec-hot", true},     {4096, 4096, 128, "prefill", false},
                                {11008, 4096, 128, "prefill", false}, {6144, 1408, 257, "vit-mlp", false}};
   if (quick) shapes = {{4096, 4096, 1, "decode", false}, {1024, 4096, 1, "dec-hot", true}, {4096, 4096, 128, "prefill", false}};
-  std::printf("%-11s %-5s %-8s %6s %6s %4s %3s %10s %9s %9s\n", "path", "type", "what", "rows", "cols", "m", "thr",
-              "ms/call", "GB/s", "GOP/s");
+  if (!custom.empty()) {
+    shapes.clear();
+    for (const auto& c : custom) {
+      if (c.size() != 3) {
+        std::fprintf(stderr, "--shape wants ROWS,COLS,M\n");
+        return 2;
+      }
+      shapes.push_back({std::atoll(c[0].c_str()), std::atoll(c[1].c_str()), std::atoll(c[2].c_str()), "custom", false});
+    }
+  }
+  // cpu-GB/s, cpu-GOP/s: per second of the calling thread's CPU time (1
+  // thread only), a steadier figure than wall time when other processes share
+  // the cores (still affected by their use of caches and memory bandwidth).
+  std::printf("%-11s %-5s %-8s %6s %6s %4s %3s %10s %9s %9s %9s %9s\n", "path", "type", "what", "rows", "cols", "m",
+              "thr", "ms/call", "GB/s", "GOP/s", "cpu-GB/s", "cpu-GOP/s");
   for (const auto& p : paths) {
     if (!sg::force_simd_path(p.c_str())) {
       std::printf("%s: not available on this CPU\n", p.c_str());
@@ -169,11 +203,13 @@ int main(int argc, char** argv) {
       }
       for (const auto& s : shapes) {
         if ((*t == sg::DType::Q4_K || *t == sg::DType::Q6_K) && s.cols % 256) continue;
-        for (int th : {1, 2}) {
+        for (int th : thread_counts) {
           const Result r = bench(*t, s.rows, s.cols, s.m, th, reps, s.hot);
-          std::printf("%-11s %-5s %-8s %6lld %6lld %4lld %3d %10.3f %9.1f %9.1f\n", p.c_str(), tn.c_str(), s.what,
+          std::printf("%-11s %-5s %-8s %6lld %6lld %4lld %3d %10.3f %9.1f %9.1f", p.c_str(), tn.c_str(), s.what,
                       static_cast<long long>(s.rows), static_cast<long long>(s.cols), static_cast<long long>(s.m),
                       th, r.sec * 1e3, r.gbs, r.gops);
+          if (r.cpu_gops > 0) std::printf(" %9.1f %9.1f", r.cpu_gbs, r.cpu_gops);
+          std::printf("\n");
           std::fflush(stdout);
         }
       }

@@ -1,7 +1,7 @@
 // Peak memory of `skingpt convert` on a 7B-shaped Hugging Face folder.
 //
 //   convert_rss [--dir D] [--format safetensors|bin] [--shards N] [--type f16|q4_k_m|...]
-//               [--skingpt PATH] [--keep] [--reuse]
+//               [--layers N] [--skingpt PATH] [--keep] [--reuse]
 //
 // Writes a synthetic Llama-2-7B-shaped folder (config.json + F16 weights, sharded
 // with an index: model-0000i-of-0000N.safetensors, or pytorch_model-*.bin
@@ -255,7 +255,7 @@ void write_torch_bin(const fs::path& p, const std::vector<Tensor>& ts, const std
 
 int main(int argc, char** argv) {
   std::string dir = "/work/tmp/convert-rss", format = "safetensors", type = "f16", exe;
-  int shards = 2;
+  int shards = 2, layers = 32;
   bool keep = false, reuse = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -266,6 +266,7 @@ int main(int argc, char** argv) {
     if (a == "--dir") dir = next();
     else if (a == "--format") format = next();
     else if (a == "--shards") shards = std::stoi(next());
+    else if (a == "--layers") layers = std::stoi(next());
     else if (a == "--type") type = next();
     else if (a == "--skingpt") exe = next();
     else if (a == "--keep") keep = true;
@@ -280,6 +281,8 @@ int main(int argc, char** argv) {
   sg::LlamaConfig c;
   c.n_vocab = 32000; c.dim = 4096; c.n_layers = 32; c.n_heads = 32; c.n_kv_heads = 32; c.ffn = 11008;
   c.n_ctx_train = 4096; c.rope_dim = 128; c.rms_eps = 1e-5f;
+  if (layers < 8 || layers > 32) die("--layers must be 8..32 (the spot checks read layer 7)");
+  c.n_layers = layers;
   std::vector<Tensor> ts = {{"model.embed_tokens.weight", {c.n_vocab, c.dim}}};
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -303,6 +306,7 @@ int main(int argc, char** argv) {
   const uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
   const bool have_src = reuse && fs::exists(src / "config.json");
   const uint64_t need = (have_src ? 0 : total) + total + (1ull << 30);
+  std::printf("%s", layers == 32 ? "" : "(reduced depth) ");
   std::printf("7B-shaped F16 folder: %zu tensors, %.2f GB; %.1f GB free in %s (need %.1f)\n", ts.size(), total / 1e9,
               free_bytes / 1e9, dir.c_str(), need / 1e9);
   if (free_bytes < need) die("not enough free disk space");
@@ -369,39 +373,40 @@ int main(int argc, char** argv) {
 
   // Spot checks against the generator: embeddings, and attn_q/attn_k rows through the Q/K permutation.
   const auto f = sg::gguf::File::open(gg.string());
-  auto at = [&](const std::string& name, int64_t row, int64_t col) {
-    const auto& t = f->require_tensor(name);
-    std::vector<float> r(static_cast<size_t>(t.dims[0]));
-    sg::dequantize_row(t.type, f->tensor_data(t) + row * sg::row_bytes(t.type, t.dims[0]), r.data(), t.dims[0]);
-    return r[static_cast<size_t>(col)];
-  };
   auto tid = [&](const std::string& hf) {
     for (size_t i = 0; i < ts.size(); ++i)
       if (ts[i].name == hf) return static_cast<uint64_t>(i);
     die("no " + hf);
     return uint64_t{0};
   };
+  // The expected value: the generated source row, put through the same conversion
+  // (f16 → f32 → the tensor's type → f32), so the comparison is exact for every type.
   int bad = 0, checks = 0;
-  const double tol = type == "f16" || type == "f32" ? 0 : 0.05;  // quantized types: relative to the value scale
   for (int64_t g : std::initializer_list<int64_t>{0, 1, 2, 127, 128, 4000, 4095}) {
     for (const auto& [gname, hname] : std::vector<std::pair<std::string, std::string>>{
-             {"blk.31.attn_q.weight", "model.layers.31.self_attn.q_proj.weight"},
+             {"blk." + std::to_string(c.n_layers - 1) + ".attn_q.weight",
+              "model.layers." + std::to_string(c.n_layers - 1) + ".self_attn.q_proj.weight"},
              {"blk.7.attn_k.weight", "model.layers.7.self_attn.k_proj.weight"},
              {"blk.3.ffn_down.weight", "model.layers.3.mlp.down_proj.weight"},
+             {"blk.3.attn_v.weight", "model.layers.3.self_attn.v_proj.weight"},
              {"token_embd.weight", "model.embed_tokens.weight"}}) {
       const bool qk = gname.find("attn_q") != std::string::npos || gname.find("attn_k") != std::string::npos;
       const int64_t hd = 128, h = g / hd, rem = g % hd;
       const int64_t hf_row = qk ? h * hd + (rem % 2) * (hd / 2) + rem / 2 : g;
-      const int64_t row_len = gname.find("ffn_down") != std::string::npos ? c.ffn : c.dim;
-      for (int64_t col : std::initializer_list<int64_t>{0, 5, row_len - 1}) {
-        const float want = sg::f16_to_f32(value_bits(tid(hname), static_cast<uint64_t>(hf_row * row_len + col)));
-        const float got = at(gname, g, col);
-        ++checks;
-        if (std::abs(got - want) > tol * 0.0625) ++bad;
-      }
+      const auto& t = f->require_tensor(gname);
+      const int64_t row_len = t.dims[0];
+      std::vector<float> src(static_cast<size_t>(row_len)), back(src.size()), got(src.size());
+      for (int64_t k = 0; k < row_len; ++k)
+        src[static_cast<size_t>(k)] = sg::f16_to_f32(value_bits(tid(hname), static_cast<uint64_t>(hf_row * row_len + k)));
+      std::vector<uint8_t> q(sg::row_bytes(t.type, row_len));
+      sg::quantize_row(t.type, src.data(), q.data(), row_len);
+      sg::dequantize_row(t.type, q.data(), back.data(), row_len);
+      sg::dequantize_row(t.type, f->tensor_data(t) + g * sg::row_bytes(t.type, row_len), got.data(), row_len);
+      ++checks;
+      if (got != back) ++bad;
     }
   }
-  std::printf("spot checks: %d/%d values as generated%s\n", checks - bad, checks, bad ? "  <-- MISMATCH" : "");
+  std::printf("spot checks: %d/%d rows exactly as generated and converted%s\n", checks - bad, checks, bad ? "  <-- MISMATCH" : "");
   if (!keep) {
     fs::remove_all(out);
     if (!reuse) fs::remove_all(src);

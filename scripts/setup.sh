@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 PKGS=(build-essential cmake ninja-build pkg-config libgtest-dev clang libclang-rt-14-dev
-      libjpeg62-turbo-dev libpng-dev libwebp-dev libheif-dev libexif-dev nlohmann-json3-dev)
+      libjpeg62-turbo-dev libpng-dev libwebp-dev libheif-dev libexif-dev nlohmann-json3-dev
+      libtorch-dev libopenblas0 strace)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -425,7 +425,8 @@ TEST(Convert, MismatchesNameBothSides) {
   cfg.replace(cfg.find("\"intermediate_size\": 128"), 24, "\"intermediate_size\": 256");
   test::write_file(bad / "config.json", cfg);
   fs::copy_file(kCk / "llm/model.safetensors", bad / "model.safetensors");
-  EXPECT_EQ(run(bin() + " convert --llm-only --llm " + bad.string() + " -o " + (d / "m3").string(), err), 1);
+  // (with the vision inputs too: the LLM is checked before anything is written)
+  EXPECT_EQ(run(bin() + " convert" + vision_inputs() + kVisionFlags + " --llm " + bad.string() + " -o " + (d / "m3").string(), err), 1);
   msg = test::read_bytes(err);
   EXPECT_NE(msg.find("model.safetensors: tensor 'model.layers.0.mlp.gate_proj.weight' has shape [128, 64], but " +
                      (bad / "config.json").string()),
@@ -433,6 +434,7 @@ TEST(Convert, MismatchesNameBothSides) {
       << msg;
   EXPECT_NE(msg.find("intermediate_size 256, vocab_size 100) needs [256, 64]"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(d / "m3" / "llm.gguf"));
+  EXPECT_FALSE(fs::exists(d / "m3" / "vision.gguf"));
 
   // An index that lost a tensor.
   const fs::path lost = llm_folder(d, "lost", {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"});
@@ -640,8 +642,12 @@ TEST(Quantize, EveryTypeLoadsWithinItsBound) {
     const auto scheme = *parse_quant_scheme(b.type);
     const auto f = gguf::File::open(out);
     // Metadata copied, file type updated.
-    for (const auto& [k, v] : fin->metadata())
-      if (k != "general.file_type") EXPECT_EQ(*f->find(k), v) << k;
+    for (const auto& [k, v] : fin->metadata()) {
+      if (k != "general.file_type") {
+        ASSERT_NE(f->find(k), nullptr) << k;
+        EXPECT_EQ(*f->find(k), v) << k;
+      }
+    }
     EXPECT_EQ(f->require_uint("general.file_type"), llama_ftype(scheme));
     // Types as llama_tensor_specs says; the data section exactly the block arithmetic.
     uint64_t expect_bytes = 0;

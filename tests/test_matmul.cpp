@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/matmul.h"
+#include "core/matmul_kernels.h"
 #include "core/quant.h"
 #include "core/threads.h"
 
@@ -215,7 +216,7 @@ TEST_F(MatmulSimd, EveryPathMatchesScalar) {
   for (const auto& c : cases) {
     for (int64_t n : {1, 67}) {
       const Weights w = make_weights(c.t, n, c.k, 10 + static_cast<uint32_t>(n));
-      for (int64_t m : {1, 2, 3, 4, 5, 17, 128}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 9, 17, 24, 128}) {
         const auto x = activations(m, c.k, 20 + static_cast<uint32_t>(m));
         const auto ys = run_matmul("scalar", w, x, m, 1);
         const Ref ref = reference(x, w.deq, m, n, c.k);
@@ -261,6 +262,62 @@ TEST_F(MatmulSimd, LongRowsMatchScalar) {
   }
 }
 
+// Extreme codes: constant weights and activations of full magnitude make
+// every integer product maximal (e.g. nibble 15 x 127, 6-bit 63 x 127), which
+// would expose int16 overflow in the kernels' partial sums.
+TEST_F(MatmulSimd, ExtremeCodesMatchScalar) {
+  const auto paths = sg::available_simd_paths();
+  if (paths.size() < 2) GTEST_SKIP() << "no SIMD path on this CPU";
+  const int64_t k = 512, n = 8;
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    for (float wsign : {1.0f, -1.0f}) {
+      Weights w{t, n, k, {}, {}};
+      const size_t rb = sg::row_bytes(t, k);
+      w.data.resize(rb * n + 64);
+      w.deq.resize(static_cast<size_t>(n * k));
+      std::vector<float> f(static_cast<size_t>(k));
+      for (int64_t r = 0; r < n; ++r) {
+        // Odd rows: constant (Q8_0 codes 127). Even rows: one -1 per 16 and
+        // +31/32 elsewhere, which gives the largest codes of the other
+        // types (Q4_0 nibble 15, Q4_K 15, Q6_K 63).
+        for (int64_t c = 0; c < k; ++c) f[c] = wsign * (r % 2 ? 1.0f : (c % 16 ? 0.96875f : -1.0f));
+        sg::quantize_row(t, f.data(), w.data.data() + r * rb, k);
+        sg::dequantize_row(t, w.data.data() + r * rb, w.deq.data() + r * k, k);
+      }
+      for (float xs : {1.0f, -1.0f}) {
+        for (int64_t m : {1, 16, 40}) {
+          std::vector<float> x(static_cast<size_t>(m * k), xs);
+          const auto ys = run_matmul("scalar", w, x, m, 1);
+          const Ref ref = reference(x, w.deq, m, n, k);
+          for (const char* p : paths) {
+            const auto y = run_matmul(p, w, x, m, 1);
+            EXPECT_LE(max_scaled_diff(y, ys, ref.abs), 2e-6)
+                << sg::traits(t).name << " " << p << " m=" << m << " wsign=" << wsign << " xs=" << xs;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Many activation rows: the packed path splits them over several tasks.
+TEST_F(MatmulSimd, ManyRowsMatchScalar) {
+  const auto paths = sg::available_simd_paths();
+  if (paths.size() < 2) GTEST_SKIP() << "no SIMD path on this CPU";
+  for (DType t : {DType::F32, DType::BF16, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
+    const int64_t k = 512, n = 37, m = 403;
+    const Weights w = make_weights(t, n, k, 12);
+    const auto x = activations(m, k, 13);
+    const auto ys = run_matmul("scalar", w, x, m, 1);
+    const Ref ref = reference(x, w.deq, m, n, k);
+    for (const char* p : paths) {
+      const auto y = run_matmul(p, w, x, m, 2);
+      const double tol = t == DType::BF16 ? std::ldexp(1.0, -8) : 2e-6;  // vdpbf16ps rounds x to bf16
+      EXPECT_LE(max_scaled_diff(y, ys, ref.abs), tol) << sg::traits(t).name << " " << p;
+    }
+  }
+}
+
 TEST_F(MatmulSimd, RepeatedCallsAndShrinkingShapes) {
   // Grow-only scratch: a big call, then smaller ones, must still be right.
   const Weights w = make_weights(DType::Q4_K, 40, 512, 8);
@@ -279,6 +336,31 @@ TEST_F(MatmulSimd, RepeatedCallsAndShrinkingShapes) {
         else EXPECT_EQ(first, y) << p;  // deterministic
       }
     }
+  }
+}
+
+// After a warm-up call of each shape, further calls (same or smaller) do not
+// allocate scratch memory on any path. (Scratch is per thread; one thread
+// keeps the test deterministic.)
+TEST_F(MatmulSimd, NoScratchAllocationAfterWarmUp) {
+  sg::ThreadPool pool(1);
+  const Weights wq = make_weights(DType::Q4_K, 64, 512, 3);
+  const Weights wf = make_weights(DType::F16, 64, 512, 4);
+  const auto x = activations(40, 512, 5);
+  std::vector<float> y(40 * 64), c(40 * 40);
+  for (const char* p : sg::available_simd_paths()) {
+    ASSERT_TRUE(sg::force_simd_path(p));
+    auto all = [&] {
+      for (int64_t m : {40, 1, 7}) {
+        sg::matmul(wq.view(), x.data(), m, y.data(), pool);
+        sg::matmul(wf.view(), x.data(), m, y.data(), pool);
+      }
+      sg::gemm_f32_nt(x.data(), x.data(), c.data(), 40, 40, 512, 512, 512, 40, &pool);
+    };
+    all();
+    const int64_t before = sg::kern::Scratch::allocation_count().load();
+    for (int i = 0; i < 5; ++i) all();
+    EXPECT_EQ(sg::kern::Scratch::allocation_count().load(), before) << p;
   }
 }
 

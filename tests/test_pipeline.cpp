@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/threads.h"
@@ -65,9 +66,9 @@ TEST(Pipeline, SplicedPromptLogitsAndGreedyMatchReference) {
 }
 
 std::string join_ids(const std::vector<int32_t>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
-  return s;
+  std::ostringstream s;
+  for (size_t i = 0; i < v.size(); ++i) s << (i ? "," : "") << v[i];
+  return s.str();
 }
 
 TEST(Pipeline, InspectCommandWritesReferenceTensors) {
@@ -154,6 +155,63 @@ TEST(Conversation, FollowUpReusesCacheAndMatchesFreshReplay) {
   EXPECT_EQ(a2, b2) << "incremental KV reuse must give what a fresh replay gives";
   EXPECT_LT(second_turn, b.tokens_evaluated()) << "the follow-up should evaluate only new tokens";
   EXPECT_EQ(b.image_encodes(), 0);
+}
+
+// score_answers (shared prefix evaluated once, candidates from the cache)
+// against a brute-force likelihood over the whole spliced sequence.
+TEST(Conversation, AnswerScoresEqualBruteForceLikelihood) {
+  ChatModel m;
+  ThreadPool pool(2);
+  const std::string q = "What skin disease is shown in this image?", prefix = "This could be a skin disease image of ";
+  const std::vector<std::string> cands = {"melanoma", "melanocytic nevus", "basal cell carcinoma", "dermatofibroma"};
+  std::vector<float> img(4 * 64);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = std::cos(0.11f * i);
+  Conversation conv(*m.model, pool, 512);
+  conv.set_image_embeddings(img);
+  const auto scores = conv.score_answers(q, prefix, cands);
+  ASSERT_EQ(scores.size(), cands.size());
+
+  const auto& tok = *m.model->tokenizer;
+  const auto& llm = *m.model->llm;
+  const int64_t dim = llm.config().dim, nv = llm.config().n_vocab;
+  Conversation shape(*m.model, pool, 64);
+  shape.set_image_embeddings(img);
+  shape.add_turn(q, "x");
+  std::string p = shape.prompt();
+  p = p.substr(0, p.find("###Assistant:") + 13);
+  const size_t at = p.find("<ImageHere>");
+  const auto seg0 = tok.encode(p.substr(0, at), true);
+  const auto prompt1 = tok.encode(p.substr(at + 11), false);
+  for (size_t c = 0; c < cands.size(); ++c) {
+    const auto seg1 = tok.encode(p.substr(at + 11) + " " + prefix + cands[c], false);
+    std::vector<float> seq(seg0.size() * dim), tail(seg1.size() * dim);
+    llm.embed(seg0, seq.data());
+    llm.embed(seg1, tail.data());
+    seq.insert(seq.end(), img.begin(), img.end());
+    seq.insert(seq.end(), tail.begin(), tail.end());
+    LlamaContext ctx(llm, 256, pool);
+    ctx.eval_embeddings(seq.data(), static_cast<int64_t>(seq.size() / dim), true);
+    const size_t off = seg0.size() + 4;  // position of seg1[0]
+    double lp = 0;
+    for (size_t i = prompt1.size(); i < seg1.size(); ++i) {
+      const float* row = ctx.logits().data() + (off + i - 1) * nv;
+      double mx = row[0], sum = 0;
+      for (int64_t v = 1; v < nv; ++v) mx = std::max<double>(mx, row[v]);
+      for (int64_t v = 0; v < nv; ++v) sum += std::exp(row[v] - mx);
+      lp += row[seg1[i]] - mx - std::log(sum);
+    }
+    EXPECT_NEAR(scores[c], lp, 1e-3 * std::max(1.0, std::abs(lp))) << cands[c];
+  }
+  // Scoring is not a turn: the next question starts from a clean prompt.
+  EXPECT_EQ(conv.prompt().find(prefix), std::string::npos);
+  // And asking afterwards gives what a fresh conversation gives.
+  ChatOptions greedy;
+  greedy.max_new_tokens = 8;
+  greedy.sampling.temperature = 0;
+  const std::string after = conv.ask(q, greedy);
+  Conversation fresh(*m.model, pool, 512);
+  fresh.set_image_embeddings(img);
+  EXPECT_EQ(after, fresh.ask(q, greedy));
 }
 
 TEST(Conversation, PostprocessLikeMiniGpt4) {

@@ -33,7 +33,7 @@ TEST(ThreadPool, CallerIsThreadZeroAndWorkersParticipate) {
     std::thread::id ids[2];
     pool.run([&](int t) {
       ids[t] = std::this_thread::get_id();
-      if (t == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (t == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     });
     EXPECT_EQ(ids[0], std::this_thread::get_id());
     worker_ran = ids[1] != ids[0];

@@ -65,17 +65,17 @@ int cmd_convert(int argc, char** argv) {
   a.option("--llm", &llm, "Hugging Face LLaMA folder, or a llama .gguf");
   a.option("--tokenizer", &tokenizer, "SentencePiece tokenizer.model (or a GGUF) when the HF folder has none");
   a.option("-o,--output", &out, "output model folder (created if missing)");
-  a.option("--vision-type", &vision_type, "vision matrices: f16 (default), f32, bf16, q8_0");
-  a.option("--llm-type", &llm_type, "LLM matrices: f16 (default), f32, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m");
+  a.option("--vision-type", &vision_type, "vision matrices: f16, f32, bf16, q8_0");
+  a.option("--llm-type", &llm_type, "LLM matrices: f16, f32, bf16, q8_0, q4_0, q4_k, q6_k, q4_k_m");
   a.flag("--llm-only", &llm_only, "write only llm.gguf");
   a.flag("--vision-only", &vision_only, "write only vision.gguf (--llm, if given, only checks the projection width)");
   a.flag("--copy-llm", &copy_llm, "with a GGUF --llm: always copy it instead of symlinking");
-  a.option("--vit-blocks", &vit_blocks, "ViT blocks to use (default: all but the last, as MiniGPT-4: 39 of 40)");
-  a.option("--vit-heads", &vit_heads, "ViT attention heads (default: 16 for width 1408/1024, 12 for 768)");
-  a.option("--qf-heads", &qf_heads, "Q-Former attention heads (default: 12 for width 768)");
-  a.option("--vit-eps", &vit_eps, "ViT LayerNorm epsilon (default 1e-6)");
-  a.option("--ln-vision-eps", &ln_eps, "ln_vision epsilon (default 1e-5)");
-  a.option("--qf-eps", &qf_eps, "Q-Former LayerNorm epsilon (default 1e-12)");
+  a.option("--vit-blocks", &vit_blocks, "ViT blocks to use; 0 = all but the last, as MiniGPT-4 (39 of 40)");
+  a.option("--vit-heads", &vit_heads, "ViT attention heads; 0 = from the width (16 for 1408 or 1024, 12 for 768)");
+  a.option("--qf-heads", &qf_heads, "Q-Former attention heads; 0 = from the width (12 for 768)");
+  a.option("--vit-eps", &vit_eps, "ViT LayerNorm epsilon");
+  a.option("--ln-vision-eps", &ln_eps, "ln_vision LayerNorm epsilon");
+  a.option("--qf-eps", &qf_eps, "Q-Former LayerNorm epsilon");
   a.flag("--fp16-biases", &fp16_biases,
          "round Linear/conv biases through fp16 like SkinGPT-4's convert_weights_to_fp16 (stored as f32)");
   a.option("--name", &name, "general.name written to the files");
@@ -183,6 +183,10 @@ int cmd_convert(int argc, char** argv) {
                                (long long)vc.llm_dim);
   }
 
+  // Check the LLM's tensors too before anything is written.
+  std::vector<std::string> llm_notes;
+  if (do_llm && hf) check_hf_llama(*hf, *llm_scheme, &llm_notes);
+
   ThreadPool pool(static_cast<int>(threads));
   if (do_vision) {
     Progress bar("vision.gguf", 0, "B");
@@ -196,12 +200,12 @@ int cmd_convert(int argc, char** argv) {
   }
   if (do_llm && hf) {
     Progress bar("llm.gguf", 0, "B");
-    std::vector<std::string> notes;
-    const std::string nm = !name.empty() ? name : fs::path(llm).lexically_normal().filename().string();
+    std::string nm = !name.empty() ? name : fs::path(llm).lexically_normal().filename().string();
+    if (nm.empty() || nm == ".") nm = fs::absolute(llm).lexically_normal().parent_path().filename().string();
+    for (const auto& n : llm_notes) std::fprintf(stderr, "note: %s\n", n.c_str());
     convert_hf_llama(*hf, *llm_scheme, vocab ? &*vocab : nullptr, llm_path, nm.empty() ? "llama" : nm, pool,
-                     bar_callback(bar), &notes);
+                     bar_callback(bar));
     bar.finish();
-    for (const auto& n : notes) std::fprintf(stderr, "note: %s\n", n.c_str());
     std::printf("wrote %s (%s, %s%s)\n", llm_path.c_str(), llm_scheme->name().c_str(),
                 human_bytes(fs::file_size(llm_path)).c_str(), vocab ? "" : ", no tokenizer");
   } else if (do_llm) {

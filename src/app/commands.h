@@ -13,5 +13,9 @@ int cmd_chat(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_quantize(int argc, char** argv);
+int cmd_describe(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_calibrate(int argc, char** argv);
+int cmd_train(int argc, char** argv);
 
 }  // namespace sg::app

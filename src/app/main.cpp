@@ -16,6 +16,7 @@ struct Command {
 };
 
 const Command kCommands[] = {
+    {"describe", sg::app::cmd_describe, "assess a skin photo: quality, findings, differential, red flags (a draft report)"},
     {"ask", sg::app::cmd_ask, "ask one question about a skin photo"},
     {"chat", sg::app::cmd_chat, "talk about a skin photo interactively"},
     {"inspect", sg::app::cmd_inspect, "run the pipeline on token ids and write tensors (exactness checks)"},
@@ -25,6 +26,9 @@ const Command kCommands[] = {
     {"synth", sg::app::cmd_synth, "write a random-weight model file of any shape (for benchmarks)"},
     {"convert", sg::app::cmd_convert, "convert .pth/.bin/safetensors checkpoints into a model folder"},
     {"quantize", sg::app::cmd_quantize, "rewrite a GGUF with another weight type (f16, q8_0, q4_k_m, ...)"},
+    {"eval", sg::app::cmd_eval, "measure the differential on a labelled split (metrics, plots, HTML)"},
+    {"calibrate", sg::app::cmd_calibrate, "fit temperature and thresholds on a validation split (calibration.json)"},
+    {"train", sg::app::cmd_train, "train the model with libtorch (pretrain, SkinGPT-4 steps 1-2), export GGUF"},
 };
 
 void usage(FILE* out) {

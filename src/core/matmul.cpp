@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "core/cpu.h"
 #include "core/error.h"
@@ -246,10 +248,14 @@ const Isa* isa_by_name(const char* name) {
 }
 
 const Isa* best_isa() {
-  if (const Isa* e = isa_by_name(std::getenv("SKINGPT_SIMD"))) return e;
-  if (const Isa* i = isa_by_name("avx512vnni")) return i;
-  if (const Isa* i = isa_by_name("avx2")) return i;
-  return &kern::kScalarIsa;
+  const Isa* best = isa_by_name("avx512vnni");
+  if (!best) best = isa_by_name("avx2");
+  if (!best) best = &kern::kScalarIsa;
+  if (const char* env = std::getenv("SKINGPT_SIMD"); env && *env) {
+    if (const Isa* e = isa_by_name(env)) return e;
+    std::fprintf(stderr, "SKINGPT_SIMD=%s: unknown or not supported by this CPU; using %s\n", env, best->name);
+  }
+  return best;
 }
 
 std::atomic<const Isa*>& current_isa_slot() {
@@ -269,9 +275,16 @@ void run_tasks(ThreadPool* pool, int64_t n, F&& fn) {
     for (int64_t t = 0; t < n; ++t) fn(t);
     return;
   }
-  std::atomic<int64_t> next{0};
-  pool->run([&](int) {
-    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n;) fn(t);
+  struct Ctx {
+    std::atomic<int64_t> next{0};
+    int64_t n;
+    std::remove_reference_t<F>* fn;
+  } ctx;
+  ctx.n = n;
+  ctx.fn = &fn;
+  // One pointer of captures: std::function keeps it inline (no allocation).
+  pool->run([c = &ctx](int) {
+    for (int64_t t; (t = c->next.fetch_add(1, std::memory_order_relaxed)) < c->n;) (*c->fn)(t);
   });
 }
 
@@ -321,12 +334,16 @@ void packed_matmul(const Isa& isa, DType wt, const float* x, int64_t lda, const 
   else
     pool->parallel_for(nvec, [&](int64_t b, int64_t e, int) { pack_range(b, e); });
 
-  // Activation vectors per task: all of them unless that leaves too few
-  // tasks; weight rows per task: several tasks per thread.
+  // Activation vectors per task: all of them unless there are many. Weight
+  // rows per task: a multiple of 24 (the kernels' register tiles are 12, 6, 4
+  // or 2 rows), at most 120, smaller only when needed for several tasks per
+  // thread.
   const int64_t vblk = nvec <= 24 ? nvec : 16;
   const int64_t vtasks = (nvec + vblk - 1) / vblk;
-  int64_t nchunk = 128;
-  while (nchunk > 16 && (n + nchunk - 1) / nchunk * vtasks < 6 * nt) nchunk /= 2;
+  int64_t nchunk = 120;
+  if (nt > 1)
+    while (nchunk > 24 && (n + nchunk - 1) / nchunk * vtasks < 6 * nt) nchunk -= 24;
+  if (nchunk > n) nchunk = n;
   const int64_t ntasks_n = (n + nchunk - 1) / nchunk;
   run_tasks(pool, ntasks_n * vtasks, [&](int64_t t) {
     const int64_t jt = t / vtasks, it = t % vtasks;

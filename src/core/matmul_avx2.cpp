@@ -568,6 +568,9 @@ inline void qk_blocks32(const WTile& W, int64_t kc, const uint8_t* const* av, co
                            : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(av[v] + P.corr + gb * 32));
       _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) iacc[r][v] = c;
     }
+    __m256i acc16[MR][NV];
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r)
+        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc16[r][v] = _mm256_setzero_si256();
     _Pragma("GCC unroll 8") for (int s = 0; s < 8; ++s) {
       __m256i A[NV];
       _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) A[v] =
@@ -579,10 +582,16 @@ inline void qk_blocks32(const WTile& W, int64_t kc, const uint8_t* const* av, co
           _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) iacc[r][v] =
               _mm256_add_epi32(iacc[r][v], dot4(aw, _mm256_sign_epi8(A[v], wb)));
         } else {
-          _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) iacc[r][v] =
-              _mm256_add_epi32(iacc[r][v], dot4(wb, A[v]));
+          // Nibbles (<= 15) x codes (|a| <= 127): a pair sums to <= 3810, so
+          // 8 steps fit in int16 before widening.
+          _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc16[r][v] =
+              _mm256_add_epi16(acc16[r][v], _mm256_maddubs_epi16(wb, A[v]));
         }
       }
+    }
+    if (!Q8) {
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)
+          iacc[r][v] = _mm256_add_epi32(iacc[r][v], _mm256_madd_epi16(acc16[r][v], _mm256_set1_epi16(1)));
     }
     _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) {
       const __m256 D = _mm256_loadu_ps(reinterpret_cast<const float*>(av[v] + P.d) + gb * 8);
@@ -617,10 +626,13 @@ inline void qk_q4k(const WTile& W, int64_t kc, const uint8_t* const* av, const Q
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(av[v] + P.codes + (kq + s) * 32));
         _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {
           const __m256i wb = _mm256_set1_epi32(wdword(W.codes + r * KCQ + sb * 256 + 32 * j + 4 * s));
+          // codes <= 15: 8 steps fit in int16 (see qk_blocks32)
           _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) iacc[r][v] =
-              _mm256_add_epi32(iacc[r][v], dot4(wb, A[v]));
+              _mm256_add_epi16(iacc[r][v], _mm256_maddubs_epi16(wb, A[v]));
         }
       }
+      _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)
+          iacc[r][v] = _mm256_madd_epi16(iacc[r][v], _mm256_set1_epi16(1));
       _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {
         const __m256 sc = _mm256_set1_ps(W.scale[r * nS + sb * 8 + j]);
         _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) fsb[r][v] =
@@ -668,15 +680,23 @@ inline void qk_q6k(const WTile& W, int64_t kc, const uint8_t* const* av, const Q
         _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) iacc[r][v] = c;
       }
       const int64_t kq = (gsb * 256 + 16 * j) / 4;
-      _Pragma("GCC unroll 4") for (int s = 0; s < 4; ++s) {
-        __m256i A[NV];
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) A[v] =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(av[v] + P.codes + (kq + s) * 32));
-        _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {
-          const __m256i wb = _mm256_set1_epi32(wdword(W.codes + r * KCQ + sb * 256 + 16 * j + 4 * s));
-          _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) iacc[r][v] =
-              _mm256_add_epi32(iacc[r][v], dot4(wb, A[v]));
+      // Codes <= 63: a maddubs pair sums to <= 16002, so two steps fit in int16.
+      _Pragma("GCC unroll 2") for (int s2 = 0; s2 < 4; s2 += 2) {
+        __m256i p16[MR][NV];
+        _Pragma("GCC unroll 2") for (int s = s2; s < s2 + 2; ++s) {
+          __m256i A[NV];
+          _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) A[v] =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(av[v] + P.codes + (kq + s) * 32));
+          _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {
+            const __m256i wb = _mm256_set1_epi32(wdword(W.codes + r * KCQ + sb * 256 + 16 * j + 4 * s));
+            _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) {
+              const __m256i p = _mm256_maddubs_epi16(wb, A[v]);
+              p16[r][v] = s == s2 ? p : _mm256_add_epi16(p16[r][v], p);
+            }
+          }
         }
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v)
+            iacc[r][v] = _mm256_add_epi32(iacc[r][v], _mm256_madd_epi16(p16[r][v], _mm256_set1_epi16(1)));
       }
       _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) {
         const __m256 sc = _mm256_set1_ps(W.scale[r * nS + sb * 16 + j]);
@@ -694,8 +714,10 @@ inline void qk_q6k(const WTile& W, int64_t kc, const uint8_t* const* av, const Q
   }
 }
 
+// first: the tile has no partial sums yet (store instead of add).
 template <int MR, int NV>
-inline void fk_f32(const float* wt, int64_t kc, const uint8_t* const* av, int64_t k0, float* ct, int64_t ldct) {
+inline void fk_f32(const float* wt, int64_t kc, const uint8_t* const* av, int64_t k0, float* ct, int64_t ldct,
+                   bool first) {
   __m256 acc[MR][NV];
   _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r)
       _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
@@ -711,7 +733,7 @@ inline void fk_f32(const float* wt, int64_t kc, const uint8_t* const* av, int64_
   }
   _Pragma("GCC unroll 8") for (int r = 0; r < MR; ++r) _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) {
     float* p = ct + r * ldct + v * 8;
-    _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), acc[r][v]));
+    _mm256_storeu_ps(p, first ? acc[r][v] : _mm256_add_ps(_mm256_loadu_ps(p), acc[r][v]));
   }
 }
 
@@ -726,7 +748,9 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
   const int64_t rows_p = (rows + MR - 1) / MR * MR;
   const int64_t ldct = nv * VL;
   float* ct = reinterpret_cast<float*>(t_tile.get(static_cast<size_t>(rows_p * ldct) * 4));
-  std::memset(ct, 0, static_cast<size_t>(rows_p * ldct) * 4);
+  // The quantized kernels accumulate into the tile; the float one stores on
+  // the first k-chunk.
+  if (quant) std::memset(ct, 0, static_cast<size_t>(rows_p * ldct) * 4);
   uint8_t* wbuf = t_wtile.get(wtile_bytes());
   const auto* wbase = static_cast<const uint8_t*>(w);
 
@@ -792,7 +816,7 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
           constexpr int NV = decltype(nv_tag)::value;
           const uint8_t* a[NV];
           _Pragma("GCC unroll 16") for (int u = 0; u < NV; ++u) a[u] = packed + (v0 + v + u) * vec_bytes;
-          fk_f32<MRF, NV>(reinterpret_cast<const float*>(wbuf), kc, a, k0, ctr + v * VL, ldct);
+          fk_f32<MRF, NV>(reinterpret_cast<const float*>(wbuf), kc, a, k0, ctr + v * VL, ldct, k0 == 0);
         };
         for (; v + 2 <= nv; v += 2) run(std::integral_constant<int, 2>{});
         if (v < nv) run(std::integral_constant<int, 1>{});
@@ -800,14 +824,32 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
     }
   }
 
+  // Write the transposed tile out, 8x8 blocks at a time.
   const int64_t i0 = v0 * VL, i1 = std::min(m, v1 * VL);
-  for (int64_t i = i0; i < i1; ++i) {
-    float* cr = c + i * ldc + j0;
-    const float* src = ct + (i - i0);
-    if (accumulate)
-      for (int64_t r = 0; r < rows; ++r) cr[r] += src[r * ldct];
-    else
-      for (int64_t r = 0; r < rows; ++r) cr[r] = src[r * ldct];
+  for (int64_t ib = i0; ib < i1; ib += 8) {
+    const int64_t ni = std::min<int64_t>(8, i1 - ib);
+    for (int64_t rb = 0; rb < rows; rb += 8) {
+      const int64_t nr = std::min<int64_t>(8, rows - rb);
+      __m256i t[8];
+      _Pragma("GCC unroll 8") for (int q = 0; q < 8; ++q) t[q] =
+          q < nr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ct + (rb + q) * ldct + (ib - i0)))
+                 : _mm256_setzero_si256();
+      transpose8(t);
+      for (int64_t e = 0; e < ni; ++e) {
+        float* dst = c + (ib + e) * ldc + j0 + rb;
+        alignas(32) float tmp[8];
+        _mm256_store_ps(tmp, _mm256_castsi256_ps(t[e]));
+        if (nr == 8) {
+          __m256 v = _mm256_castsi256_ps(t[e]);
+          if (accumulate) v = _mm256_add_ps(v, _mm256_loadu_ps(dst));
+          _mm256_storeu_ps(dst, v);
+        } else if (accumulate) {
+          for (int64_t q = 0; q < nr; ++q) dst[q] += tmp[q];
+        } else {
+          for (int64_t q = 0; q < nr; ++q) dst[q] = tmp[q];
+        }
+      }
+    }
   }
 }
 
@@ -816,7 +858,7 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
 const Isa* avx2_isa() {
   static const Isa isa = {
       "avx2", quantize_act_row, qgemv, fgemv, VL, pack_bytes, pack_acts, gemm_packed,
-      /*qgemm_min_m=*/5, /*fgemm_min_m=*/5,
+      /*qgemm_min_m=*/24, /*fgemm_min_m=*/8,
   };
   return &isa;
 }

@@ -58,6 +58,15 @@ inline size_t esize(DType bt) { return bt == DType::F32 ? 4 : 2; }
 
 // ============================================================ activations
 
+// Storage order of the eight 32-code sub-blocks of a Q4_K super-block in this
+// path's quantized activations: the order in which a 64-byte load of Q4_K
+// nibbles yields them (low nibbles of bytes 0-63 are sub-blocks 0 and 2, the
+// high nibbles 1 and 3), so the weights need no cross-lane shuffle. Sub-block
+// s is stored at position kQ4KOrder[s] (the permutation is its own inverse).
+// Block sums (aux) are then in storage order too; the kernels permute the
+// weight scales and mins to match.
+constexpr int kQ4KOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+
 void quantize_act_row(DType wt, const float* x, int64_t k, int8_t* qs, float* d) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
   if (wt == DType::Q4_K || wt == DType::Q6_K) {
@@ -87,7 +96,9 @@ void quantize_act_row(DType wt, const float* x, int64_t k, int8_t* qs, float* d)
       _Pragma("GCC unroll 16") for (int j = 0; j < 16; ++j) {
         __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(ld_f32(xb + 16 * j), vs));
         q = _mm512_min_epi32(q, lim);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + b * 256 + 16 * j), _mm512_cvtsepi32_epi8(q));
+        // Q4_K: sub-block (32 codes) s is stored at position kQ4KOrder[s].
+        const int pos = wt == DType::Q4_K ? 32 * kQ4KOrder[j / 2] + 16 * (j & 1) : 16 * j;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(qs + b * 256 + pos), _mm512_cvtsepi32_epi8(q));
       }
       d[b] = 1.0f / iscale;
     }
@@ -148,9 +159,10 @@ void qgemv_q8_0(const uint8_t* wb, size_t rb, int64_t nb, const QRow* a, int64_t
       __m512i W[8];
       if (nv == 16) {
         _Pragma("GCC unroll 16") for (int i = 0; i < 8; ++i) {
+          // [qs(2i) | qs(2i+1)]: a load and a masked broadcast (a blend, not a cross-lane shuffle)
           const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[g + 2 * i].qs));
           const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[g + 2 * i + 1].qs));
-          W[i] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), x80);
+          W[i] = _mm512_xor_si512(_mm512_mask_broadcast_i64x4(_mm512_castsi256_si512(lo), 0xf0, hi), x80);
         }
       } else {
         _Pragma("GCC unroll 16") for (int i = 0; i < 8; ++i) {
@@ -269,15 +281,14 @@ inline __m128i q4k_scales(const uint8_t* s) {
   return _mm_or_si128(lo, hi);
 }
 
-// Q4_K super-block → 4 vectors of 64 codes in natural element order.
+// Q4_K super-block → 4 vectors of 64 codes in kQ4KOrder storage order:
+// W[0] = sub-blocks 0,2; W[1] = 1,3; W[2] = 4,6; W[3] = 5,7.
 inline void q4k_codes(const uint8_t* qs, __m512i* W) {
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   _Pragma("GCC unroll 16") for (int h = 0; h < 2; ++h) {
     const __m512i L = _mm512_loadu_si512(qs + 64 * h);
-    const __m512i lo = _mm512_and_si512(L, m4);                        // sub-blocks 4h, 4h+2
-    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(L, 4), m4);  // sub-blocks 4h+1, 4h+3
-    W[2 * h] = _mm512_shuffle_i64x2(lo, hi, 0x44);
-    W[2 * h + 1] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+    W[2 * h] = _mm512_and_si512(L, m4);
+    W[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(L, 4), m4);
   }
 }
 
@@ -298,9 +309,12 @@ inline void q6k_codes(const uint8_t* ql, const uint8_t* qh, __m512i* W) {
 
 template <int NA>
 void qgemv_q4_k(const uint8_t* wb, size_t rb, int64_t nb, const QRow* a, int64_t r0, int64_t r1, float* const* y) {
+  // W[j] holds stored positions 2j, 2j+1 = sub-blocks kQ4KOrder[2j], kQ4KOrder[2j+1].
   __m512i idx[4];
   _Pragma("GCC unroll 16") for (int j = 0; j < 4; ++j)
-    idx[j] = _mm512_inserti64x4(_mm512_set1_epi32(2 * j), _mm256_set1_epi32(2 * j + 1), 1);
+    idx[j] = _mm512_inserti64x4(_mm512_set1_epi32(kQ4KOrder[2 * j]), _mm256_set1_epi32(kQ4KOrder[2 * j + 1]), 1);
+  // Mins (bytes 8-15 of the unpacked scales) in storage order, as int16.
+  const __m128i mperm = _mm_setr_epi8(8, -1, 10, -1, 9, -1, 11, -1, 12, -1, 14, -1, 13, -1, 15, -1);
   for (int64_t r = r0; r < r1; ++r) {
     const auto* w = reinterpret_cast<const BlockQ4_K*>(wb + r * rb);
     __m512 acc[NA];
@@ -316,7 +330,7 @@ void qgemv_q4_k(const uint8_t* wb, size_t rb, int64_t nb, const QRow* a, int64_t
       const __m512i scv = _mm512_cvtepu8_epi32(sm);
       __m512i SC[4];
       _Pragma("GCC unroll 16") for (int j = 0; j < 4; ++j) SC[j] = _mm512_permutexvar_epi32(idx[j], scv);
-      const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+      const __m128i mins = _mm_shuffle_epi8(sm, mperm);
       const float d = h2f(w[b].d), dmin = h2f(w[b].dmin);
       _Pragma("GCC unroll 16") for (int i = 0; i < NA; ++i) {
         const int8_t* q = a[i].qs + b * 256;
@@ -640,8 +654,10 @@ void decode_quant_row(DType wt, const uint8_t* row, int64_t k0, int64_t kc, uint
         alignas(16) uint8_t sm[16];
         _mm_store_si128(reinterpret_cast<__m128i*>(sm), q4k_scales(w[b].scales));
         const float d = h2f(w[b].d);
-        _Pragma("GCC unroll 16") for (int j = 0; j < 8; ++j) scale[8 * b + j] = d * sm[j];
-        _Pragma("GCC unroll 16") for (int p = 0; p < 4; ++p) mins[4 * b + p] = sm[8 + 2 * p] | (sm[9 + 2 * p] << 16);
+        // Stored position j holds sub-block kQ4KOrder[j] (codes, activations and sums alike).
+        _Pragma("GCC unroll 16") for (int j = 0; j < 8; ++j) scale[8 * b + j] = d * sm[kQ4KOrder[j]];
+        _Pragma("GCC unroll 16") for (int p = 0; p < 4; ++p) mins[4 * b + p] =
+            sm[8 + kQ4KOrder[2 * p]] | (sm[8 + kQ4KOrder[2 * p + 1]] << 16);
         dmin[b] = h2f(w[b].dmin);
       }
       return;
@@ -801,8 +817,10 @@ inline void qk_q6k(const WTile& W, int64_t kc, const uint8_t* const* av, const Q
 
 // ---- float micro-kernels ----
 
+// first: the tile has no partial sums yet (store instead of add).
 template <int MR, int NV>
-inline void fk_f32(const float* wt, int64_t kc, const uint8_t* const* av, int64_t k0, float* ct, int64_t ldct) {
+inline void fk_f32(const float* wt, int64_t kc, const uint8_t* const* av, int64_t k0, float* ct, int64_t ldct,
+                   bool first) {
   __m512 acc[MR][NV];
   _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
@@ -819,12 +837,13 @@ inline void fk_f32(const float* wt, int64_t kc, const uint8_t* const* av, int64_
   _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v) {
       float* p = ct + r * ldct + v * 16;
-      _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), acc[r][v]));
+      _mm512_storeu_ps(p, first ? acc[r][v] : _mm512_add_ps(_mm512_loadu_ps(p), acc[r][v]));
     }
 }
 
 template <int MR, int NV>
-inline void fk_bf16(const uint32_t* wt, int64_t kc, const uint8_t* const* av, int64_t k0, float* ct, int64_t ldct) {
+inline void fk_bf16(const uint32_t* wt, int64_t kc, const uint8_t* const* av, int64_t k0, float* ct, int64_t ldct,
+                    bool first) {
   __m512 acc[MR][NV];
   _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
@@ -842,7 +861,7 @@ inline void fk_bf16(const uint32_t* wt, int64_t kc, const uint8_t* const* av, in
   _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)
     _Pragma("GCC unroll 16") for (int v = 0; v < NV; ++v) {
       float* p = ct + r * ldct + v * 16;
-      _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), acc[r][v]));
+      _mm512_storeu_ps(p, first ? acc[r][v] : _mm512_add_ps(_mm512_loadu_ps(p), acc[r][v]));
     }
 }
 
@@ -861,7 +880,9 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
   const int64_t rows_p = (rows + MR - 1) / MR * MR;
   const int64_t ldct = nv * 16;
   float* ct = reinterpret_cast<float*>(t_tile.get(static_cast<size_t>(rows_p * ldct) * 4));
-  std::memset(ct, 0, static_cast<size_t>(rows_p * ldct) * 4);
+  // The quantized kernels accumulate into the tile; the float ones store on
+  // the first k-chunk.
+  if (quant) std::memset(ct, 0, static_cast<size_t>(rows_p * ldct) * 4);
   uint8_t* wbuf = t_wtile.get(wtile_bytes(MRF > MRQ ? MRF : MRQ));
   const auto* wbase = static_cast<const uint8_t*>(w);
 
@@ -944,9 +965,9 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
           _Pragma("GCC unroll 16") for (int u = 0; u < NV; ++u) a[u] = packed + (v0 + v + u) * vec_bytes;
           float* cp = ctr + v * 16;
           if (bfdot)
-            fk_bf16<MRF, NV>(reinterpret_cast<const uint32_t*>(wbuf), kc, a, k0, cp, ldct);
+            fk_bf16<MRF, NV>(reinterpret_cast<const uint32_t*>(wbuf), kc, a, k0, cp, ldct, k0 == 0);
           else
-            fk_f32<MRF, NV>(reinterpret_cast<const float*>(wbuf), kc, a, k0, cp, ldct);
+            fk_f32<MRF, NV>(reinterpret_cast<const float*>(wbuf), kc, a, k0, cp, ldct, k0 == 0);
         };
         for (; v + 2 <= nv; v += 2) run(std::integral_constant<int, 2>{});
         if (v < nv) run(std::integral_constant<int, 1>{});
@@ -954,15 +975,25 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
     }
   }
 
-  // Write the transposed tile out: tile row r (weight row j0+r), lane i.
+  // Write the transposed tile out, 16x16 blocks at a time: tile row r is
+  // weight row j0+r, lane l of vector v is activation row (v0+v)*16+l.
   const int64_t i0 = v0 * 16, i1 = std::min(m, v1 * 16);
-  for (int64_t i = i0; i < i1; ++i) {
-    float* cr = c + i * ldc + j0;
-    const float* src = ct + (i - i0);
-    if (accumulate)
-      for (int64_t r = 0; r < rows; ++r) cr[r] += src[r * ldct];
-    else
-      for (int64_t r = 0; r < rows; ++r) cr[r] = src[r * ldct];
+  for (int64_t ib = i0; ib < i1; ib += 16) {
+    const int64_t ni = std::min<int64_t>(16, i1 - ib);
+    for (int64_t rb = 0; rb < rows; rb += 16) {
+      const int64_t nr = std::min<int64_t>(16, rows - rb);
+      __m512i t[16];
+      _Pragma("GCC unroll 16") for (int q = 0; q < 16; ++q)
+        t[q] = q < nr ? _mm512_loadu_si512(ct + (rb + q) * ldct + (ib - i0)) : _mm512_setzero_si512();
+      transpose16(t);
+      const __mmask16 mk = nr == 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << nr) - 1);
+      for (int64_t e = 0; e < ni; ++e) {
+        float* dst = c + (ib + e) * ldc + j0 + rb;
+        __m512 v = _mm512_castsi512_ps(t[e]);
+        if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, dst));
+        _mm512_mask_storeu_ps(dst, mk, v);
+      }
+    }
   }
 }
 
@@ -971,7 +1002,7 @@ void gemm_packed(DType wt, const void* w, size_t w_row_bytes, int64_t k, const u
 const Isa* avx512_isa() {
   static const Isa isa = {
       "avx512vnni", quantize_act_row, qgemv, fgemv, VL, pack_bytes, pack_acts, gemm_packed,
-      /*qgemm_min_m=*/5, /*fgemm_min_m=*/5,
+      /*qgemm_min_m=*/10, /*fgemm_min_m=*/9,
   };
   return &isa;
 }

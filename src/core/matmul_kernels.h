@@ -2,6 +2,7 @@
 // per-ISA kernel files (matmul.cpp's scalar kernels, matmul_avx2.cpp,
 // matmul_avx512.cpp). Not part of the public API.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,12 +17,16 @@ namespace sg::kern {
 // Quantized activations. Each activation row of length k is quantized once
 // per matmul call into this layout (one contiguous record per row):
 //
-//   qs   int8[k]            codes, natural element order, round-to-nearest-even
+//   qs   int8[k]            codes, round-to-nearest-even, in natural element
+//                           order, except that a path may store the eight
+//                           32-code sub-blocks of each 256-block in its own
+//                           order (the AVX-512 path does for Q4_K weights, to
+//                           match how its kernel unpacks nibbles)
 //   d    float[k / B]       scale per block; B = 32 (weights Q8_0/Q4_0) or 256 (Q4_K/Q6_K)
 //   aux  per weight type    block sums the SIMD kernels need:
 //        Q8_0: int32[k/32] = -128 * sum(qs of the 32-block)   (weights are used as w+128)
 //        Q4_0: int32[k/32] =   -8 * sum(qs of the 32-block)   (nibbles are used as q, not q-8)
-//        Q4_K: int16[k/32] =        sum(qs of the 32-block)   (for the mins)
+//        Q4_K: int16[k/32] =        sum(qs of the 32-block)   (for the mins; in storage order)
 //        Q6_K: int32[k/16] =  -32 * sum(qs of the 16-block)   (codes are used as q, not q-32)
 //
 // Every region is zero-padded: qs to a multiple of 512 codes (+64 bytes), d
@@ -82,12 +87,20 @@ void fill_act_aux(DType t, const int8_t* qs, int64_t k, void* aux);
 // A grow-only, 64-byte aligned buffer (per thread or per caller).
 class Scratch {
  public:
+  // Number of (re)allocations of any Scratch so far: lets tests check that
+  // repeated calls of the same size allocate nothing.
+  static std::atomic<int64_t>& allocation_count() {
+    static std::atomic<int64_t> n{0};
+    return n;
+  }
+
   Scratch() = default;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() { std::free(p_); }
   uint8_t* get(size_t bytes) {
     if (bytes > cap_) {
+      allocation_count().fetch_add(1, std::memory_order_relaxed);
       std::free(p_);
       cap_ = align_up(bytes + bytes / 4, 4096);
       p_ = static_cast<uint8_t*>(std::aligned_alloc(64, cap_));

@@ -27,8 +27,17 @@ inline float float_of(uint32_t u) {
   return f;
 }
 
-// Round to nearest, ties to even (the default FP rounding mode), as an int.
-inline int round_even(float x) { return static_cast<int>(std::nearbyintf(x)); }
+// Round to nearest, ties to even, as an int. Adding 1.5 * 2^23 leaves the
+// rounded integer in the low mantissa bits (exact RNE for |x| < 2^22); the
+// clamp keeps larger values (clamped by every caller anyway) in that range.
+// Same results as nearbyintf, without a libm call per element.
+inline int round_even(float x) {
+  x = std::min(std::max(x, -4194303.0f), 4194303.0f);
+  const float f = x + 12582912.0f;
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
 
 }  // namespace
 
@@ -149,13 +158,17 @@ void dequantize_q4_0(const BlockQ4_0* x, float* y, int64_t nb) {
 // squared error: start from the min/max grid, then try a range of grid
 // spacings, and for each one solve the 2x2 least-squares problem for
 // (scale, min) given the rounded codes. Returns scale; *mn_out >= 0.
+// Errors are evaluated in closed form from weighted sums (in double):
+//   E(s, m) = s²Σwl² + 2smΣwl + m²Σw - 2sΣwlx - 2mΣwx + Σwx².
 float fit_scale_min(const float* x, const float* w, int n, int nmax, uint8_t* L, float* mn_out) {
-  float lo = x[0], hi = x[0], sw = 0, swx = 0;
+  float lo = x[0], hi = x[0];
+  double sw = 0, swx = 0, swxx = 0;
   for (int i = 0; i < n; ++i) {
     lo = std::min(lo, x[i]);
     hi = std::max(hi, x[i]);
     sw += w[i];
-    swx += w[i] * x[i];
+    swx += static_cast<double>(w[i]) * x[i];
+    swxx += static_cast<double>(w[i]) * x[i] * x[i];
   }
   lo = std::min(lo, 0.0f);  // the offset only ever lowers the grid start
   if (hi <= lo) {
@@ -163,41 +176,41 @@ float fit_scale_min(const float* x, const float* w, int n, int nmax, uint8_t* L,
     *mn_out = -lo;
     return 0;
   }
-  auto error_of = [&](const uint8_t* codes, float s, float m) {
-    float e = 0;
-    for (int i = 0; i < n; ++i) {
-      const float diff = s * codes[i] + m - x[i];
-      e += w[i] * diff * diff;
-    }
-    return e;
-  };
-  float best_scale = (hi - lo) / nmax, best_min = lo;
-  for (int i = 0; i < n; ++i) L[i] = static_cast<uint8_t>(std::clamp(round_even((x[i] - lo) / best_scale), 0, nmax));
-  float best_err = error_of(L, best_scale, best_min);
   uint8_t cand[kQKK];
-  for (int step = 0; step <= 20; ++step) {
-    const float inv = (nmax - 1.0f + 0.1f * step) / (hi - lo);
-    float sl = 0, sll = 0, sxl = 0;
+  double sl = 0, sll = 0, sxl = 0;
+  // Codes for grid spacing 1/inv starting at lo, and their weighted sums.
+  auto codes = [&](float inv, uint8_t* out) {
+    sl = sll = sxl = 0;
     for (int i = 0; i < n; ++i) {
       const int l = std::clamp(round_even(inv * (x[i] - lo)), 0, nmax);
-      cand[i] = static_cast<uint8_t>(l);
-      sl += w[i] * l;
-      sll += w[i] * l * l;
-      sxl += w[i] * l * x[i];
+      out[i] = static_cast<uint8_t>(l);
+      const double wl = static_cast<double>(w[i]) * l;
+      sl += wl;
+      sll += wl * l;
+      sxl += wl * x[i];
     }
-    const float det = sw * sll - sl * sl;
+  };
+  auto error_of = [&](double s, double m) {
+    return s * s * sll + 2 * s * m * sl + m * m * sw - 2 * s * sxl - 2 * m * swx + swxx;
+  };
+  float best_scale = (hi - lo) / nmax, best_min = lo;
+  codes(nmax / (hi - lo), L);
+  double best_err = error_of(best_scale, best_min);
+  for (int step = 0; step <= 20; ++step) {
+    codes((nmax - 1.0f + 0.1f * step) / (hi - lo), cand);
+    const double det = sw * sll - sl * sl;
     if (det <= 0) continue;
-    float s = (sw * sxl - swx * sl) / det;
-    float m = (sll * swx - sl * sxl) / det;
+    double sc = (sw * sxl - swx * sl) / det;
+    double m = (sll * swx - sl * sxl) / det;
     if (m > 0) {  // a positive offset cannot be stored: refit with m = 0
       m = 0;
-      s = sxl / sll;
+      sc = sxl / sll;
     }
-    const float err = error_of(cand, s, m);
+    const double err = error_of(sc, m);
     if (err < best_err) {
       best_err = err;
-      best_scale = s;
-      best_min = m;
+      best_scale = static_cast<float>(sc);
+      best_min = static_cast<float>(m);
       std::copy(cand, cand + n, L);
     }
   }

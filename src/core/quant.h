@@ -25,8 +25,10 @@ uint16_t f32_to_f16(float f);     // round to nearest even, like numpy/PyTorch .
 float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);    // round to nearest even, like PyTorch .bfloat16()
 
-// n must be a multiple of the type's block size. Any DType except Q8_K for
-// quantize is allowed; F32 is a copy.
+// n must be a multiple of the type's block size (sg::Error otherwise). Every
+// DType is allowed, Q8_K included; F32 is a copy. Q4_K and Q6_K search for
+// error-minimising scales (single-threaded, ~10 M values/s for Q4_K: a
+// converter should quantize rows in parallel).
 void quantize_row(DType t, const float* x, void* y, int64_t n);
 void dequantize_row(DType t, const void* x, float* y, int64_t n);
 

@@ -172,10 +172,16 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     fn(0, n, 0);
     return;
   }
-  run([&](int t) {
-    if (t >= nt) return;
-    const int64_t b = n * t / nt, e = n * (t + 1) / nt;
-    if (b < e) fn(b, e, t);
+  // One pointer of captures: std::function keeps it inline (no allocation).
+  struct Ctx {
+    int64_t n;
+    int nt;
+    const std::function<void(int64_t, int64_t, int)>* fn;
+  } ctx{n, nt, &fn};
+  run([c = &ctx](int t) {
+    if (t >= c->nt) return;
+    const int64_t b = c->n * t / c->nt, e = c->n * (t + 1) / c->nt;
+    if (b < e) (*c->fn)(b, e, t);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -318,20 +319,25 @@ void convert_vision(const VisionSources& s, const VisionConfig& c, DType type, c
 
 // ---------------------------------------------------------------- LLM
 
-void convert_hf_llama(const HfLlama& src, const QuantScheme& scheme, const Vocab* vocab, const std::string& out,
-                      const std::string& name, ThreadPool& pool, const ByteProgress& progress,
-                      std::vector<std::string>* notes) {
+namespace {
+
+struct LlamaPlan {
+  std::vector<TensorSpec> specs;
+  std::vector<const SrcTensor*> srcs;
+  std::vector<int64_t> permute;  // heads to permute rows for (0: none)
+  uint64_t total = 0;
+};
+
+LlamaPlan plan_hf_llama(const HfLlama& src, const QuantScheme& scheme, std::vector<std::string>* notes) {
   const LlamaConfig& c = src.config;
   const std::string cfg_desc = (fs::path(src.dir) / "config.json").string() + " (hidden_size " +
                                std::to_string(c.dim) + ", " + std::to_string(c.n_heads) + " heads, " +
                                std::to_string(c.n_kv_heads) + " kv heads, intermediate_size " + std::to_string(c.ffn) +
                                ", vocab_size " + std::to_string(c.n_vocab) + ")";
-  const auto specs = llama_tensor_specs(c, scheme);
-  std::vector<const SrcTensor*> srcs;
-  std::vector<int64_t> permute;  // heads to permute for (0: none)
+  LlamaPlan plan;
+  plan.specs = llama_tensor_specs(c, scheme);
   std::set<std::string> used;
-  uint64_t total = 0;
-  for (const auto& spec : specs) {
+  for (const auto& spec : plan.specs) {
     std::string hf = hf_llama_source_name(spec.name);
     const SrcTensor* t = src.tensors.find(hf);
     if (!t && spec.name == "output.weight") {
@@ -348,10 +354,10 @@ void convert_hf_llama(const HfLlama& src, const QuantScheme& scheme, const Vocab
       throw Error(t->origin + ": tensor '" + t->name + "' has shape " + t->shape_str() + ", but " + cfg_desc +
                   " needs " + shape_of_dims(spec.dims));
     used.insert(hf);
-    srcs.push_back(t);
-    permute.push_back(spec.name.ends_with("attn_q.weight") ? c.n_heads
-                      : spec.name.ends_with("attn_k.weight") ? c.n_kv_heads : 0);
-    total += spec_bytes(spec);
+    plan.srcs.push_back(t);
+    plan.permute.push_back(spec.name.ends_with("attn_q.weight") ? c.n_heads
+                           : spec.name.ends_with("attn_k.weight") ? c.n_kv_heads : 0);
+    plan.total += spec_bytes(spec);
   }
   // Tensors left over: rotary inv_freq buffers are recomputed from θ; others are reported.
   std::vector<std::string> unused;
@@ -362,20 +368,35 @@ void convert_hf_llama(const HfLlama& src, const QuantScheme& scheme, const Vocab
     if (std::regex_match(n, m, layer_re) && m[1].length() < 7 && std::stoll(m[1]) >= c.n_layers)
       throw Error(t.origin + ": tensor '" + n + "' belongs to a layer beyond the " + std::to_string(c.n_layers) +
                   " that " + cfg_desc + " declares");
+    // Extra per-layer parameters (attention biases, ...) would change the model: refuse those.
+    if (n.rfind("model.layers.", 0) == 0)
+      throw Error(t.origin + ": tensor '" + n + "' has no place in a llama GGUF (not a LLaMA model?)");
     unused.push_back(n);
   }
-  if (!unused.empty()) {
+  if (!unused.empty() && notes) {
     std::string list;
     for (size_t i = 0; i < unused.size() && i < 5; ++i) list += (i ? ", " : "") + unused[i];
     if (unused.size() > 5) list += ", ...";
-    const std::string msg = std::to_string(unused.size()) + " tensor(s) not used by the llama GGUF were ignored: " + list;
-    // Extra attention/MLP parameters (biases, ...) would change the model: refuse those.
-    for (const auto& n : unused)
-      if (n.rfind("model.layers.", 0) == 0)
-        throw Error(src.tensors.description + ": tensor '" + n + "' has no place in a llama GGUF (not a LLaMA model?)");
-    if (notes) notes->push_back(msg);
+    notes->push_back(std::to_string(unused.size()) + " tensor(s) not used by the llama GGUF were ignored: " + list);
   }
+  return plan;
+}
 
+}  // namespace
+
+void check_hf_llama(const HfLlama& src, const QuantScheme& scheme, std::vector<std::string>* notes) {
+  plan_hf_llama(src, scheme, notes);
+}
+
+void convert_hf_llama(const HfLlama& src, const QuantScheme& scheme, const Vocab* vocab, const std::string& out,
+                      const std::string& name, ThreadPool& pool, const ByteProgress& progress,
+                      std::vector<std::string>* notes) {
+  const LlamaConfig& c = src.config;
+  const LlamaPlan plan = plan_hf_llama(src, scheme, notes);
+  const auto& specs = plan.specs;
+  const auto& srcs = plan.srcs;
+  const auto& permute = plan.permute;
+  const uint64_t total = plan.total;
   gguf::Writer w(out);
   write_llama_metadata(w, c, scheme, name, vocab);
   for (const auto& spec : specs) w.add_tensor(spec.name, spec.type, spec.dims);

@@ -67,6 +67,10 @@ void convert_hf_llama(const HfLlama& src, const QuantScheme& scheme, const Vocab
                       const std::string& name, ThreadPool& pool, const ByteProgress& progress = {},
                       std::vector<std::string>* notes = nullptr);
 
+// Every check convert_hf_llama makes before writing (tensor presence, types,
+// shapes against config.json, unusable extra tensors), without writing.
+void check_hf_llama(const HfLlama& src, const QuantScheme& scheme, std::vector<std::string>* notes = nullptr);
+
 // ---------------------------------------------------------------- quantize
 
 bool vision_type_allowed(DType t);  // f32, f16, bf16, q8_0

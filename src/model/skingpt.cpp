@@ -1,6 +1,7 @@
 #include "model/skingpt.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.h"
@@ -103,7 +104,7 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
 }
 }  // namespace
 
-void Conversation::sync_prompt() {
+Conversation::Tail Conversation::sync_prompt() {
   const std::string p = prompt();
   const auto& tok = *m_.tokenizer;
   const int64_t dim = m_.llm->config().dim, nq = m_.vision->config().n_query;
@@ -155,11 +156,78 @@ void Conversation::sync_prompt() {
       evaluated_ += static_cast<int64_t>(rest.size());
     }
     seg1_ = t1;
+    const size_t at = p.find(tpl_.image_placeholder);
+    return Tail{p.substr(at + tpl_.image_placeholder.size()), static_cast<int64_t>(seg0_.size()) + nq, false};
   }
+  return Tail{p, 0, true};
 }
 
 void Conversation::add_turn(std::string question, std::string answer) {
   turns_.emplace_back(std::move(question), std::move(answer));
+}
+
+std::vector<double> Conversation::score_answers(const std::string& question, const std::string& answer_prefix,
+                                                const std::vector<std::string>& candidates) {
+  if (candidates.empty()) return {};
+  pending_question_ = question;
+  const Tail tail = sync_prompt();
+  pending_question_.clear();
+  const auto& tok = *m_.tokenizer;
+  auto& cached = image_.empty() ? seg0_ : seg1_;  // tokens of the tail now in the cache
+  const std::vector<int32_t> prompt_toks = cached;
+  // Each candidate as the model would see it written after "Assistant:".
+  std::vector<std::vector<int32_t>> full;
+  for (const auto& c : candidates) full.push_back(tok.encode(tail.text + " " + answer_prefix + c, tail.with_bos));
+  size_t m = prompt_toks.size(), shared = full[0].size();
+  for (const auto& f : full) {
+    m = std::min(m, common_prefix(prompt_toks, f));
+    shared = std::min(shared, common_prefix(full[0], f));
+  }
+  if (m == 0) throw Error("cannot score answers: the prompt has no tokens");
+  for (const auto& f : full)
+    if (f.size() <= m) throw Error("cannot score an empty answer");
+  const int64_t nv = m_.llm->config().n_vocab;
+  if (tail.start + static_cast<int64_t>(std::max_element(full.begin(), full.end(), [](auto& a, auto& b) {
+                                            return a.size() < b.size();
+                                          })->size()) > ctx_.n_ctx())
+    throw Error("not enough context left to score the answers: start a new conversation");
+  auto log_softmax_at = [&](const float* logits, int32_t id) {
+    float mx = logits[0];
+    for (int64_t i = 1; i < nv; ++i) mx = std::max(mx, logits[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < nv; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+    return static_cast<double>(logits[id] - mx) - std::log(sum);
+  };
+  // Shared part once: re-run from the last prompt token so its logits score
+  // the first answer token; then each candidate's own tokens.
+  size_t shortest = full[0].size();
+  for (const auto& f : full) shortest = std::min(shortest, f.size());
+  // Every candidate keeps at least one token of its own after the shared part.
+  shared = std::min(std::max(shared, m), shortest - 1);
+  ctx_.truncate(tail.start + static_cast<int64_t>(m) - 1);
+  std::vector<int32_t> head(full[0].begin() + m - 1, full[0].begin() + shared);
+  ctx_.eval_tokens(head, true);
+  evaluated_ += static_cast<int64_t>(head.size());
+  double shared_lp = 0;
+  for (size_t i = m; i < shared; ++i) shared_lp += log_softmax_at(ctx_.logits().data() + (i - m) * nv, full[0][i]);
+  const std::vector<float> next(ctx_.logits().end() - nv, ctx_.logits().end());
+  std::vector<double> out;
+  for (const auto& f : full) {
+    double lp = shared_lp + log_softmax_at(next.data(), f[shared]);
+    ctx_.truncate(tail.start + static_cast<int64_t>(shared));
+    if (f.size() > shared + 1) {
+      std::vector<int32_t> rest(f.begin() + shared, f.end() - 1);
+      ctx_.eval_tokens(rest, true);
+      evaluated_ += static_cast<int64_t>(rest.size());
+      for (size_t i = shared + 1; i < f.size(); ++i)
+        lp += log_softmax_at(ctx_.logits().data() + (i - shared - 1) * nv, f[i]);
+    }
+    out.push_back(lp);
+  }
+  // The cache now holds the shared answer prefix; the next sync keeps what matches.
+  ctx_.truncate(tail.start + static_cast<int64_t>(shared));
+  cached.assign(full[0].begin(), full[0].begin() + shared);
+  return out;
 }
 
 std::string Conversation::ask(const std::string& question, const ChatOptions& opt) {

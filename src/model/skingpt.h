@@ -67,6 +67,12 @@ class Conversation {
   // Asks a question and returns the post-processed answer.
   std::string ask(const std::string& question, const ChatOptions& opt = {});
 
+  // Log-likelihood of each candidate answer "<answer_prefix><candidate>"
+  // right after "Assistant:" for `question` (not recorded as a turn): the
+  // model's own score of each diagnosis. Shares the prompt's cache.
+  std::vector<double> score_answers(const std::string& question, const std::string& answer_prefix,
+                                    const std::vector<std::string>& candidates);
+
   // The full prompt text the model sees next (with the placeholder).
   std::string prompt() const;
   const std::vector<float>& image_embeddings() const { return image_; }
@@ -76,7 +82,14 @@ class Conversation {
   const LlamaContext& context() const { return ctx_; }
 
  private:
-  void sync_prompt();  // evaluates what the cache lacks of prompt()
+  // The prompt's last token segment: its text, where it starts in the cache,
+  // whether it carries BOS (only when there is no image).
+  struct Tail {
+    std::string text;
+    int64_t start;
+    bool with_bos;
+  };
+  Tail sync_prompt();  // evaluates what the cache lacks of prompt()
 
   const SkinGptModel& m_;
   ThreadPool& pool_;

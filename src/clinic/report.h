@@ -1,0 +1,27 @@
+// Rendering a consultation Report: plain text for a person, JSON following
+// docs/report.schema.json (docs/report-schema.md, versioned by
+// kReportSchemaVersion), and one self-contained HTML page (no external
+// assets). Every label is in the report's language.
+#pragma once
+#include <string>
+
+#include "clinic/consultation.h"
+#include "formats/image.h"
+
+namespace sg::clinic {
+
+std::string render_text(const Report& r);
+std::string render_json(const Report& r);  // pretty-printed, one object
+std::string render_html(const Report& r);
+// With the photo: a shrunk, metadata-free JPEG copy is embedded in the page
+// (data: URI), so the page stays one self-contained file.
+std::string render_html(const Report& r, const Image* photo);
+
+// The next steps the report recommends (from the differential, red flags and
+// photo quality), in the report's language.
+std::vector<std::string> next_steps(const Report& r);
+// "Draft — awaiting clinician review" and the disclaimer, in `lang`.
+std::string status_text(Language lang);
+std::string disclaimer_text(Language lang);
+
+}  // namespace sg::clinic
