@@ -1,13 +1,16 @@
 // skingpt train: the libtorch trainer (train/train.h, docs/training.md).
-// Compiled into every build; without libtorch it only explains how to get it.
+// Compiled twice: into skingpt without libtorch, where it starts skingpt-train
+// (or explains how to get it), and into skingpt-train with the trainer.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <vector>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "app/args.h"
 #include "app/commands.h"
@@ -21,9 +24,27 @@ namespace sg::app {
 
 #ifndef SKINGPT_HAVE_TORCH
 
+// The engine binary stays free of libtorch (hundreds of shared libraries and
+// ~170 MB of resident memory at start-up); training runs in the companion
+// executable skingpt-train built next to it.
 int cmd_train(int argc, char** argv) {
-  throw Error("train: this skingpt was built without libtorch; install libtorch-dev and libopenblas0 "
-              "(bash scripts/setup.sh does) and rebuild (docs/training.md)");
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    std::string path(self);
+    path = path.substr(0, path.rfind('/') + 1) + "skingpt-train";
+    if (access(path.c_str(), X_OK) == 0) {
+      std::vector<char*> args;
+      args.push_back(path.data());
+      for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
+      args.push_back(nullptr);
+      execv(path.c_str(), args.data());
+      throw Error("train: cannot start " + path);
+    }
+  }
+  throw Error("train: this skingpt was built without libtorch (no skingpt-train beside it); install "
+              "libtorch-dev and libopenblas0 (bash scripts/setup.sh does) and rebuild (docs/training.md)");
 }
 
 #else
@@ -86,12 +107,28 @@ int cmd_train(int argc, char** argv) {
   // shared machine starves OpenBLAS's and oneDNN's threads: measured 2-3x
   // slower steps with 2 threads. Its wait policy is read once at program
   // start, so set it and start again (unless the user chose one).
+  // The same program with exactly its own command line (/proc/self/cmdline),
+  // whichever binary this is (skingpt-train, or skingpt linked with libtorch).
   if (!std::getenv("OMP_WAIT_POLICY")) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    std::vector<char*> args = {const_cast<char*>("skingpt"), const_cast<char*>("train")};
-    for (int i = 0; i < argc; ++i) args.push_back(argv[i]);
-    args.push_back(nullptr);
-    execv("/proc/self/exe", args.data());  // returns only on failure: carry on as we are
+    std::ifstream f("/proc/self/cmdline", std::ios::binary);
+    const std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::vector<std::string> parts;
+    for (size_t at = 0; at < cmdline.size();) {
+      const size_t end = cmdline.find('\0', at);
+      parts.push_back(cmdline.substr(at, end == std::string::npos ? std::string::npos : end - at));
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (!parts.empty() && n > 0) {
+      self[n] = '\0';  // the real path, so ps and top show the program's name
+      std::vector<char*> args;
+      for (auto& p : parts) args.push_back(p.data());
+      args.push_back(nullptr);
+      execv(self, args.data());  // returns only on failure: carry on as we are
+    }
   }
   train::TrainOptions o;
   std::string init, aug;
