@@ -13,7 +13,9 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 
+#include "clinic/splits.h"
 #include "core/error.h"
 #include "core/threads.h"
 #include "formats/image.h"
@@ -134,7 +136,7 @@ void expect_engine_matches(const train::Net& net, const std::string& dir, const 
   EXPECT_LE(test::max_abs_diff(eng_img, to_vec(img)), 1e-4) << "image embeddings";
 
   const train::PromptTokens p =
-      train::build_prompt_tokens(*m->tokenizer, ConversationTemplate{}, question, answer, 0);
+      train::build_prompt_tokens(*m->tokenizer, ConversationTemplate{}, {}, question, answer, 0);
   const at::Tensor seq = spliced(net, img, p.seg0, p.seg1);
   const at::Tensor logits = net.lm_head(net.llm_hidden(seq)).squeeze(0);
   const int64_t L = seq.size(1), nv = m->llm->config().n_vocab;
@@ -186,12 +188,12 @@ TEST(TrainModel, ExportedRandomModelMatchesEngineAndReimports) {
 TEST(TrainData, TrainingPromptIsTheConversationPrompt) {
   const ConversationTemplate t;
   const std::string q = "Could you describe the skin disease in this image for me?", a = "A brown, symmetric nevus.";
-  EXPECT_EQ(train::training_text(t, q, a),
+  EXPECT_EQ(conversation_prompt(t, {}, q, true),
             "Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide "
             "it to you. Please answer my questions.###Human: <Img><ImageHere></Img> Could you describe the skin "
-            "disease in this image for me?###Assistant: A brown, symmetric nevus.###");
+            "disease in this image for me?###Assistant:");
   const Tokenizer tok(llama_vocab());
-  const auto p = train::build_prompt_tokens(tok, t, q, a, 0);
+  const auto p = train::build_prompt_tokens(tok, t, {}, q, a, 0);
   EXPECT_EQ(p.seg0.front(), tok.bos());
   EXPECT_EQ(p.seg0, tok.encode(t.system + t.sep + t.human + ": <Img>", true));
   const auto prompt1 = tok.encode("</Img> " + q + t.sep + t.assistant + ":", false);
@@ -200,8 +202,17 @@ TEST(TrainData, TrainingPromptIsTheConversationPrompt) {
   // The answer part decodes back to the answer and the closing ###.
   const std::vector<int32_t> ans(p.seg1.begin() + p.n_prompt1, p.seg1.end());
   EXPECT_EQ(tok.decode(ans), "A brown, symmetric nevus.###");
-  const auto cut = train::build_prompt_tokens(tok, t, q, a, 3);
+  const auto cut = train::build_prompt_tokens(tok, t, {}, q, a, 3);
   EXPECT_EQ(cut.seg1.size(), cut.n_prompt1 + 3);
+
+  // A later turn: the earlier turns are prompt, only the last answer is target.
+  const Turns history = train::parse_history(R"([["What is this?","A nevus."]])", "test");
+  const auto p2 = train::build_prompt_tokens(tok, t, history, q, a, 0);
+  EXPECT_EQ(p2.seg0, p.seg0);
+  EXPECT_EQ(tok.decode(p2.seg1), "</Img> What is this?###Assistant: A nevus.###Human: " + q + "###Assistant: " + a + "###");
+  EXPECT_EQ(tok.decode({p2.seg1.begin() + p2.n_prompt1, p2.seg1.end()}), "A brown, symmetric nevus.###");
+  EXPECT_THROW(train::parse_history(R"([["only a question"]])", "test"), Error);
+  EXPECT_THROW(train::parse_history("not json", "test"), Error);
 }
 
 TEST(TrainData, CsvAugmentAndRandomness) {
@@ -469,6 +480,38 @@ TEST(TrainSmoke, PretrainLlmOnText) {
   ASSERT_EQ(r.exported.size(), 1u);
   auto llm = LlamaModel::load(r.exported[0]);
   EXPECT_EQ(llm->config().dim, 32);
+}
+
+// --split: the lesion-level hold-out evaluation and calibration use.
+TEST(TrainData, DerivedSplitsHoldOutWholeLesions) {
+  test::TempDir d;
+  std::ofstream f(d.path() / "t.csv");
+  f << "image,label,split,lesion_id\n";
+  int n_val = 0;
+  for (int i = 0; i < 200; ++i) {
+    const std::string lesion = "L" + std::to_string(i / 2);  // two images per lesion
+    n_val += clinic::is_validation_lesion(lesion);
+    f << "img" << i << ".jpg,a,p_train," << lesion << "\n";
+  }
+  f << "t.jpg,a,p_test,\n";
+  f.close();
+  train::DataSpec spec;
+  spec.csv = (d.path() / "t.csv").string();
+  spec.need_label = true;
+  spec.split = "p_fit";
+  const auto fit = train::load_dataset(spec);
+  spec.split = "p_val";
+  const auto val = train::load_dataset(spec);
+  EXPECT_GT(n_val, 0);
+  EXPECT_EQ(static_cast<int>(val.samples.size()), n_val);
+  EXPECT_EQ(fit.samples.size() + val.samples.size(), 200u);
+  std::set<std::string> fit_images;
+  for (const auto& s : fit.samples) fit_images.insert(s.image);
+  for (const auto& s : val.samples) EXPECT_EQ(fit_images.count(s.image), 0u) << s.image;
+  spec.split = "p_test";
+  EXPECT_EQ(train::load_dataset(spec).samples.size(), 1u);
+  spec.split = "q_val";
+  EXPECT_THROW(train::load_dataset(spec), Error);
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "clinic/splits.h"
 #include "core/error.h"
 #include "formats/preprocess.h"
 
@@ -109,6 +112,43 @@ std::vector<std::pair<std::string, std::string>> parse_where(const std::string& 
   return out;
 }
 
+namespace {
+std::vector<size_t> filter_split(const CsvTable& t, const std::vector<size_t>& rows, const std::string& name,
+                                 const std::string& csv) {
+  const int cs = t.column("split");
+  if (cs < 0) throw Error(csv + ": --split needs a 'split' column");
+  std::vector<size_t> out;
+  for (size_t r : rows)
+    if (t.rows[r][cs] == name) out.push_back(r);
+  const auto derived = clinic::derived_split(name);
+  if (!out.empty() || !derived) return out;
+  const int cl = t.column("lesion_id");
+  if (cl < 0) throw Error(csv + ": split '" + name + "' is derived by lesion and needs a 'lesion_id' column");
+  for (size_t r : rows) {
+    if (t.rows[r][cs] != derived->source) continue;
+    if (t.rows[r][cl].empty())
+      throw Error(csv + ": data row " + std::to_string(r + 1) + ": split '" + name + "' is derived from '" +
+                  derived->source + "' by lesion_id, but this row has none");
+    if (clinic::is_validation_lesion(t.rows[r][cl]) == derived->validation) out.push_back(r);
+  }
+  return out;
+}
+}  // namespace
+
+Turns parse_history(const std::string& text, const std::string& where) {
+  Turns turns;
+  if (text.empty()) return turns;
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_array()) throw Error(where + ": not a JSON array of [question, answer] pairs");
+  if (j.size() > 64) throw Error(where + ": more than 64 turns");
+  for (const auto& turn : j) {
+    if (!turn.is_array() || turn.size() != 2 || !turn[0].is_string() || !turn[1].is_string())
+      throw Error(where + ": every turn must be a [question, answer] pair of strings");
+    turns.emplace_back(turn[0].get<std::string>(), turn[1].get<std::string>());
+  }
+  return turns;
+}
+
 Dataset load_dataset(const DataSpec& spec) {
   const CsvTable t = read_csv(spec.csv);
   auto need = [&](const std::string& col) {
@@ -124,6 +164,7 @@ Dataset load_dataset(const DataSpec& spec) {
   const int ct = spec.need_text ? need(spec.text_column) : -1;
   const int cl = spec.need_label ? need(spec.label_column) : -1;
   const int cq = t.column(spec.question_column);
+  const int ch = t.column("history");
   std::vector<std::pair<int, std::string>> where;
   for (const auto& [k, v] : spec.where) where.emplace_back(need(k), v);
   const std::filesystem::path base = std::filesystem::path(spec.csv).parent_path();
@@ -135,6 +176,7 @@ Dataset load_dataset(const DataSpec& spec) {
     for (const auto& [c, v] : where) ok = ok && t.rows[r][c] == v;
     if (ok) kept.push_back(r);
   }
+  if (!spec.split.empty()) kept = filter_split(t, kept, spec.split, spec.csv);
   if (cl >= 0) {
     d.classes = spec.classes;
     if (d.classes.empty()) {
@@ -156,6 +198,7 @@ Dataset load_dataset(const DataSpec& spec) {
       if (s.text.empty()) throw Error(where_s + ": empty '" + spec.text_column + "'");
     }
     if (cq >= 0) s.question = row[cq];
+    if (ch >= 0) s.history = parse_history(row[ch], where_s + ": 'history'");
     if (cl >= 0) {
       const auto it = class_index.find(row[cl]);
       if (it == class_index.end())
@@ -347,16 +390,9 @@ Image ImageStore::get(size_t i) {
 
 // ------------------------------------------------------------------ prompt
 
-std::string training_text(const ConversationTemplate& t, const std::string& question, const std::string& answer) {
-  return t.system + t.sep + t.human + ": <Img>" + t.image_placeholder + "</Img> " + question + t.sep + t.assistant +
-         ": " + answer + t.sep;
-}
-
-PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplate& t, const std::string& question,
-                                 const std::string& answer, int64_t max_answer_tokens) {
-  // Conversation::prompt() for one open turn, split at the placeholder.
-  const std::string p = t.system + t.sep + t.human + ": <Img>" + t.image_placeholder + "</Img> " + question + t.sep +
-                        t.assistant + ":";
+PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplate& t, const Turns& history,
+                                 const std::string& question, const std::string& answer, int64_t max_answer_tokens) {
+  const std::string p = conversation_prompt(t, history, question, true);
   const size_t at = p.find(t.image_placeholder);
   const std::string tail = p.substr(at + t.image_placeholder.size());
   PromptTokens r;

@@ -34,6 +34,7 @@ struct Sample {
   std::string image;     // absolute or relative to the working directory
   std::string text;      // the answer (step1/step2)
   std::string question;  // empty: the run's default question
+  Turns history;         // earlier turns of the conversation (CSV column `history`, JSON)
   int32_t label = -1;    // class index (pretrain-vit)
 };
 
@@ -43,6 +44,10 @@ struct DataSpec {
               question_column = "question";
   // Keep only rows where every column equals the value ("split=ham10000_train").
   std::vector<std::pair<std::string, std::string>> where;
+  // Keep only rows of this split (empty: all): rows whose `split` column equals
+  // it, or a split derived by lesion from "<P>_train" ("ham10000_fit",
+  // "ham10000_val"; clinic/splits.h, the rule evaluation and calibration use).
+  std::string split;
   bool need_text = false, need_label = false;
   // Class names in index order; empty: the sorted distinct labels of the file.
   std::vector<std::string> classes;
@@ -133,21 +138,21 @@ class ImageStore {
 
 // ------------------------------------------------------------------ prompt
 
-// The training sequence of one (question, answer) pair, exactly as the
-// engine's Conversation builds the prompt and scores answers:
+// The training sequence of one (question, answer) pair after `history`,
+// exactly as the engine's Conversation builds the prompt and scores answers:
 //   seg0 = BOS + tokens("<system>###Human: <Img>")
 //   [image queries]
-//   seg1 = tokens("</Img> <question>###Assistant: <answer>###")
+//   seg1 = tokens("</Img> <q1>###Assistant: <a1>###Human: ... <question>###Assistant: <answer>###")
 // The first n_prompt1 tokens of seg1 are prompt (no loss); the rest are the
 // answer and the closing "###", which the loss is computed on.
 struct PromptTokens {
   std::vector<int32_t> seg0, seg1;
   size_t n_prompt1 = 0;
 };
-PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplate& t, const std::string& question,
-                                 const std::string& answer, int64_t max_answer_tokens);
-// The text the engine's prompt holds once the answer is a finished turn,
-// without the next open turn: "<system>###Human: <Img><ImageHere></Img> q###Assistant: a###".
-std::string training_text(const ConversationTemplate& t, const std::string& question, const std::string& answer);
+PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplate& t, const Turns& history,
+                                 const std::string& question, const std::string& answer, int64_t max_answer_tokens);
+// The CSV `history` field: a JSON array of [question, answer] string pairs
+// ("" = none). Throws sg::Error naming `where`.
+Turns parse_history(const std::string& json, const std::string& where);
 
 }  // namespace sg::train

@@ -31,6 +31,7 @@ struct TrainOptions {
   std::string image_column = "image", text_column = "text", label_column = "label",
               question_column = "question";
   std::string where;      // "col=value,..." row filter for --data and --val
+  std::string split, val_split;  // rows of a split (derived ones too: "ham10000_fit") of --data / --val
   std::string question = "Could you describe the skin disease in this image for me?";
   std::string questions_file;  // one question per line; each sample draws one per step
   int64_t max_text_tokens = 160;  // answer tokens kept (the paper's max text length)

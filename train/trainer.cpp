@@ -337,6 +337,7 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
     spec.need_label = stage == Stage::PretrainVit;
     spec.need_text = is_alignment(stage);
     spec.classes = classes;
+    spec.split = o.split;
     train_set = load_dataset(spec);
     if (stage == Stage::PretrainVit) {
       classes = train_set.classes;
@@ -347,6 +348,7 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
       DataSpec vs = spec;
       vs.csv = o.val_data;
       vs.classes = classes;
+      vs.split = o.val_split;
       val_set = load_dataset(vs);
     }
   }
@@ -488,7 +490,7 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
   };
   auto prompts_for = [&](const Sample& s, Rng& rng) {
     const std::string& q = !s.question.empty() ? s.question : questions[rng.below(questions.size())];
-    return build_prompt_tokens(*tok, tpl, q, s.text, o.max_text_tokens);
+    return build_prompt_tokens(*tok, tpl, s.history, q, s.text, o.max_text_tokens);
   };
 
   TrainResult result;

@@ -50,8 +50,8 @@ std::vector<clinic::EvalRecord> records_for(const clinic::ScoresFile& s, const s
 
 int cmd_eval(int argc, char** argv) {
   std::string data, split, model_dir, out_dir, scores_path, calibration_path, conditions, lang_name = "en";
-  int64_t limit = 0, threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), 256);
-  bool json = false;
+  int64_t limit = 0, answers = 0, threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), 256);
+  bool json = false, greedy = false;
   Args a("eval",
          "Measure the differential on a labelled split: balanced accuracy, per-condition recall and precision, "
          "top-3 accuracy, AUROC (melanoma, malignant vs benign), calibration error before and after calibration, "
@@ -68,9 +68,14 @@ int cmd_eval(int argc, char** argv) {
   a.option("--scores", &scores_path, "reuse raw scores from a scores.csv written by an earlier eval (no model run)");
   a.option("--calibration", &calibration_path, "calibration file to apply (default: the model's own, if any)");
   a.option("--conditions", &conditions, "condition catalogue (default: the model's conditions.json, else built-in)");
+  a.option("--answers", &answers,
+           "also ask the first consultation question for the first N images (-1 = all) and check that the answer "
+           "names the top-scored condition and states the measured features");
+  a.flag("--greedy", &greedy, "with --answers: greedy answers instead of describe's sampling");
   if (!a.parse(argc, argv)) return 0;
   const clinic::Language lang = clinic::parse_language(lang_name);
   if (split.empty() && scores_path.empty()) throw Error("eval: give --split NAME (see --help)");
+  if (answers != 0 && !scores_path.empty()) throw Error("eval: --answers runs the model; it cannot be used with --scores");
 
   // The model folder: required to score; with --scores only for its catalogue and calibration.
   std::string model;
@@ -151,6 +156,12 @@ int cmd_eval(int argc, char** argv) {
     headline_records = records_for(scores, truth, cat, r.raw_thresholds);
   }
   r.breakdowns = clinic::compute_breakdowns(headline_records, spec);
+  if (answers != 0) {
+    std::vector<clinic::LabelRow> labels;
+    for (const auto& row : scores.rows) labels.push_back(row.label);
+    r.answers = check_answers(model, cat, cal ? *cal : clinic::Calibration{}, labels, lang, static_cast<int>(threads),
+                              answers < 0 ? 0 : answers, greedy);
+  }
   r.seconds = seconds;
   r.scores_file = scores_out;
 

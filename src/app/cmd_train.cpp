@@ -147,7 +147,11 @@ int cmd_train(int argc, char** argv) {
   a.option("--data", &o.data, "training CSV");
   a.option("--text", &o.text_file, "pretrain-llm: text file, one document per non-empty line");
   a.option("--val", &o.val_data, "validation CSV (loss; accuracy and balanced accuracy for pretrain-vit)");
-  a.option("--where", &o.where, "keep CSV rows with COL=VALUE[,COL=VALUE...] (e.g. split=ham10000_train)");
+  a.option("--where", &o.where, "keep CSV rows with COL=VALUE[,COL=VALUE...] (e.g. dx_type=histo)");
+  a.option("--split", &o.split,
+           "keep --data rows of this split; <P>_fit / <P>_val are derived from <P>_train by lesion_id "
+           "(e.g. ham10000_fit)");
+  a.option("--val-split", &o.val_split, "the same for --val (e.g. ham10000_val)");
   a.option("--image-column", &o.image_column, "CSV column of image paths");
   a.option("--text-column", &o.text_column, "CSV column of answers (step1/step2)");
   a.option("--label-column", &o.label_column, "CSV column of class labels (pretrain-vit)");

@@ -17,5 +17,6 @@ int cmd_describe(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_calibrate(int argc, char** argv);
 int cmd_train(int argc, char** argv);
+int cmd_dataset(int argc, char** argv);
 
 }  // namespace sg::app

@@ -1,5 +1,7 @@
 #include "app/eval_common.h"
 
+#include "clinic/answer_check.h"
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -74,6 +76,42 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
   }
   bar.finish();
   if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
+                                  const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
+                                  clinic::Language lang, int threads, int64_t limit, bool greedy) {
+  if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
+  auto model = SkinGptModel::load(model_dir);
+  ThreadPool pool(threads);
+  clinic::Consultant consultant(*model, cat, cal, pool);
+  clinic::ConsultOptions opt;
+  opt.question_limit = 1;
+  if (greedy) opt.sampling.temperature = 0;
+  const size_t n = limit > 0 ? std::min(rows.size(), static_cast<size_t>(limit)) : rows.size();
+  clinic::AnswerCheck out;
+  out.greedy = greedy;
+  Progress bar("answers", n, "images");
+  for (size_t i = 0; i < n; ++i) {
+    const clinic::Report r = consultant.consult(decode_image(rows[i].image_path), {}, lang, opt, rows[i].image);
+    bar.update(i + 1);
+    if (!r.assessed || r.answers.empty()) continue;
+    ++out.n;
+    size_t top_raw = 0;
+    for (const auto& c : r.differential.ranked)
+      if (c.log_likelihood > r.differential.ranked[top_raw].log_likelihood) top_raw = &c - r.differential.ranked.data();
+    const auto named = clinic::named_condition(r.answers[0].answer, cat, lang);
+    if (!named) ++out.names_none;
+    else {
+      out.names_top_scored += *named == r.differential.ranked[top_raw].index;
+      out.names_report_top += *named == r.differential.ranked[0].index;
+    }
+    const auto agree = clinic::concept_agreement(r.answers[0].answer, r.lesion, lang);
+    out.features_stated += agree.stated();
+    out.features_agreed += agree.agreed();
+  }
+  bar.finish();
   return out;
 }
 

@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "clinic/calibrate.h"
 #include "clinic/catalogue.h"
+#include "clinic/eval_report.h"
 #include "clinic/labels.h"
 #include "clinic/language.h"
 
@@ -27,6 +29,14 @@ std::vector<int> truth_indices(const std::vector<clinic::LabelRow>& rows, const 
 clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catalogue& cat,
                                std::vector<clinic::LabelRow> rows, const std::string& split, clinic::Language lang,
                                int threads, double* seconds = nullptr);
+
+// Asks the first consultation question for the first `limit` rows (all when
+// 0) and reads each answer back (clinic/answer_check.h): does it name the
+// model's top-scored condition, and do its stated features match the
+// measurement? `cal` is the calibration the report would use.
+clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
+                                  const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
+                                  clinic::Language lang, int threads, int64_t limit, bool greedy);
 
 // A scores file reordered to the catalogue (columns matched by condition id);
 // a file for other conditions is an error. Rows filtered to `split` unless empty.

@@ -27,6 +27,7 @@ const Command kCommands[] = {
     {"convert", sg::app::cmd_convert, "convert .pth/.bin/safetensors checkpoints into a model folder"},
     {"quantize", sg::app::cmd_quantize, "rewrite a GGUF with another weight type (f16, q8_0, q4_k_m, ...)"},
     {"eval", sg::app::cmd_eval, "measure the differential on a labelled split (metrics, plots, HTML)"},
+    {"dataset", sg::app::cmd_dataset, "write skingpt-mini's training data (concepts, consultations, corpus)"},
     {"calibrate", sg::app::cmd_calibrate, "fit temperature and thresholds on a validation split (calibration.json)"},
     {"train", sg::app::cmd_train, "train the model with libtorch (pretrain, SkinGPT-4 steps 1-2), export GGUF"},
 };

@@ -174,16 +174,17 @@ Report Consultant::consult(const Image& img, const PatientInfo& patient, Languag
   if (opt.ask_questions) {
     t = std::chrono::steady_clock::now();
     const std::string context = patient_context(patient, lang);
-    for (size_t i = 0; i < s.questions.size(); ++i) {
-      stage("question " + std::to_string(i + 1) + "/" + std::to_string(s.questions.size()));
+    const size_t n_questions = std::min(s.questions.size(), opt.question_limit);
+    for (size_t i = 0; i < n_questions; ++i) {
+      stage("question " + std::to_string(i + 1) + "/" + std::to_string(n_questions));
       std::string q = s.questions[i];
       if (i == 0 && !context.empty()) q = context + " " + q;
       ChatOptions co;
       // Leave room for the later questions: each answer gets at most its share
       // of what is left of the context.
       const int64_t left = conv_->context().n_ctx() - conv_->context().n_past();
-      const int64_t share = (left - 64 * static_cast<int64_t>(s.questions.size() - i)) /
-                            static_cast<int64_t>(s.questions.size() - i);
+      const int64_t share = (left - 64 * static_cast<int64_t>(n_questions - i)) /
+                            static_cast<int64_t>(n_questions - i);
       co.max_new_tokens = std::min<int64_t>(opt.max_new_tokens, share);
       co.sampling = opt.sampling;
       co.sampling.seed = opt.sampling.seed + i;

@@ -53,6 +53,7 @@ struct ConsultOptions {
   int64_t max_new_tokens = 300;        // per answer
   SamplerParams sampling{1.0f, 0, 0.9f, 1.0f, 0};  // SkinGPT-4's defaults; seed in sampling.seed
   bool ask_questions = true;           // false: differential only (no generated answers)
+  size_t question_limit = SIZE_MAX;    // ask only the first N of the four questions
   QualityThresholds quality;
   // Progress: called with a stage ("quality", "encode", "score", "question 1/4", ...).
   std::function<void(const std::string&)> on_stage;

@@ -143,6 +143,17 @@ std::string eval_json(const EvalResult& r) {
   o["raw_thresholds"] = calibration_json(r.raw_thresholds, ids);
   o["calibration"] = r.calibration ? calibration_json(*r.calibration, ids) : json(nullptr);
   o["calibration_source"] = r.calibration_source;
+  if (r.answers) {
+    const AnswerCheck& a = *r.answers;
+    auto frac = [](int64_t k, int64_t n) { return n ? num(static_cast<double>(k) / static_cast<double>(n)) : json(nullptr); };
+    o["answers"] = {{"n", a.n},
+                    {"greedy", a.greedy},
+                    {"names_top_scored", frac(a.names_top_scored, a.n)},
+                    {"names_report_top", frac(a.names_report_top, a.n)},
+                    {"names_none", frac(a.names_none, a.n)},
+                    {"features_stated", a.features_stated},
+                    {"features_agreed", frac(a.features_agreed, a.features_stated)}};
+  }
   o["seconds"] = r.seconds;
   o["scores_file"] = r.scores_file;
   return o.dump(2) + "\n";
@@ -211,6 +222,20 @@ std::string eval_text(const EvalResult& r) {
                     m.malignant_n ? pcta(m.malignant_missed_unflagged).c_str() : "-");
       o += b;
     }
+  }
+  if (r.answers && r.answers->n > 0) {
+    const AnswerCheck& a = *r.answers;
+    const double n = static_cast<double>(a.n);
+    std::snprintf(b, sizeof b,
+                  "\nAnswers to the first question (%lld images, %s): name the top-scored condition %s, the "
+                  "report's top %s, no condition %s; stated features agreeing with the measurement %s of %lld\n",
+                  static_cast<long long>(a.n), a.greedy ? "greedy" : "sampled as in describe",
+                  pcta(static_cast<double>(a.names_top_scored) / n).c_str(),
+                  pcta(static_cast<double>(a.names_report_top) / n).c_str(),
+                  pcta(static_cast<double>(a.names_none) / n).c_str(),
+                  a.features_stated ? pcta(static_cast<double>(a.features_agreed) / static_cast<double>(a.features_stated)).c_str() : "-",
+                  static_cast<long long>(a.features_stated));
+    o += b;
   }
   return o;
 }

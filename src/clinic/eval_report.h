@@ -15,6 +15,17 @@
 
 namespace sg::clinic {
 
+// `skingpt eval --answers`: the first consultation answer read back
+// (answer_check.h) against the model's own scores and the measured features.
+struct AnswerCheck {
+  int64_t n = 0;                   // images whose first question was answered (refused photos are not)
+  int64_t names_top_scored = 0;    // the answer names the condition with the highest raw score
+  int64_t names_report_top = 0;    // ... the differential's top (calibrated when calibrated)
+  int64_t names_none = 0;          // no catalogue condition named
+  int64_t features_stated = 0, features_agreed = 0;  // ConceptAgreement summed over images
+  bool greedy = false;
+};
+
 struct EvalResult {
   std::string data;             // labels CSV or scores file
   std::string split;
@@ -34,6 +45,7 @@ struct EvalResult {
   std::optional<Metrics> calibrated;
   // Breakdowns of the headline probabilities (calibrated when available).
   std::vector<Breakdown> breakdowns;
+  std::optional<AnswerCheck> answers;
   double seconds = 0;           // scoring time
   std::string scores_file;      // where the raw scores were cached ("" = none)
 

@@ -38,11 +38,12 @@ std::vector<std::string> split_names(const std::vector<LabelRow>& rows) {
   return names;
 }
 
-namespace {
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() > suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+std::optional<DerivedSplit> derived_split(const std::string& name) {
+  for (const auto& [suffix, val] : {std::pair<std::string, bool>{"_val", true}, {"_fit", false}})
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return DerivedSplit{name.substr(0, name.size() - suffix.size()) + "_train", val};
+  return std::nullopt;
 }
-}  // namespace
 
 std::vector<LabelRow> select_split(const std::vector<LabelRow>& rows, const std::string& name,
                                    const std::string& file_name) {
@@ -50,9 +51,8 @@ std::vector<LabelRow> select_split(const std::vector<LabelRow>& rows, const std:
   for (const auto& r : rows)
     if (r.split == name) out.push_back(r);
   if (!out.empty()) return out;
-  const bool val = ends_with(name, "_val"), fit = ends_with(name, "_fit");
-  if (val || fit) {
-    const std::string train = name.substr(0, name.size() - 4) + "_train";
+  if (const auto d = derived_split(name)) {
+    const std::string& train = d->source;
     bool any = false;
     for (const auto& r : rows) {
       if (r.split != train) continue;
@@ -60,7 +60,7 @@ std::vector<LabelRow> select_split(const std::vector<LabelRow>& rows, const std:
       if (r.lesion_id.empty())
         throw Error(file_name + ":" + std::to_string(r.line) + ": split '" + name + "' is derived from '" + train +
                     "' by lesion_id, but this row has no lesion_id");
-      if (is_validation_lesion(r.lesion_id) == val) out.push_back(r);
+      if (is_validation_lesion(r.lesion_id) == d->validation) out.push_back(r);
     }
     if (any) return out;
   }

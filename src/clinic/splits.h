@@ -15,6 +15,7 @@
 // lesions out; evaluation and calibration use the same function.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +31,14 @@ uint64_t splitmix64_finalize(uint64_t x);
 // never a validation lesion (select_split refuses rows without one when it
 // derives a split).
 bool is_validation_lesion(const std::string& lesion_id);
+
+// A derived split name: "<P>_val" → {"<P>_train", validation lesions};
+// "<P>_fit" → {"<P>_train", the other lesions}; anything else → nullopt.
+struct DerivedSplit {
+  std::string source;
+  bool validation = false;
+};
+std::optional<DerivedSplit> derived_split(const std::string& name);
 
 struct LabelRow;
 

@@ -82,19 +82,18 @@ void Conversation::reset() {
   ctx_.truncate(0);
 }
 
-std::string Conversation::prompt() const {
-  const auto& t = tpl_;
+std::string conversation_prompt(const ConversationTemplate& t, const Turns& turns, const std::string& question,
+                                bool with_image) {
   std::string r = t.system + t.sep;
   auto human = [&](size_t i, const std::string& q) {
-    std::string msg = q;
-    if (i == 0 && !image_.empty()) msg = "<Img>" + t.image_placeholder + "</Img> " + q;
+    const std::string msg = i == 0 && with_image ? "<Img>" + t.image_placeholder + "</Img> " + q : q;
     return t.human + ": " + msg + t.sep;
   };
-  for (size_t i = 0; i < turns_.size(); ++i)
-    r += human(i, turns_[i].first) + t.assistant + ": " + turns_[i].second + t.sep;
-  r += human(turns_.size(), pending_question_) + t.assistant + ":";
-  return r;
+  for (size_t i = 0; i < turns.size(); ++i) r += human(i, turns[i].first) + t.assistant + ": " + turns[i].second + t.sep;
+  return r + human(turns.size(), question) + t.assistant + ":";
 }
+
+std::string Conversation::prompt() const { return conversation_prompt(tpl_, turns_, pending_question_, !image_.empty()); }
 
 namespace {
 size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {

@@ -44,6 +44,16 @@ struct ConversationTemplate {
   std::string image_placeholder = "<ImageHere>";
 };
 
+using Turns = std::vector<std::pair<std::string, std::string>>;  // (question, answer)
+
+// The prompt text of a conversation (DESIGN.md §3): the system text, the
+// finished `turns`, then `question` as the open turn ending in "Assistant:".
+// With `with_image` the first question is prefixed by
+// "<Img><ImageHere></Img> ". The engine's Conversation and the trainer both
+// build their prompts here, so training sequences are the inference prompts.
+std::string conversation_prompt(const ConversationTemplate& t, const Turns& turns, const std::string& question,
+                                bool with_image);
+
 struct ChatOptions {
   int64_t max_new_tokens = 300;
   SamplerParams sampling{1.0f, 0, 0.9f, 1.0f, 0};  // SkinGPT-4's defaults
@@ -96,7 +106,7 @@ class Conversation {
   LlamaContext ctx_;
   ConversationTemplate tpl_;
   std::vector<float> image_;
-  std::vector<std::pair<std::string, std::string>> turns_;  // (question, answer)
+  Turns turns_;
   std::string pending_question_;
   // What the KV cache holds: tokens of segment 0, the image, tokens of segment 1.
   std::vector<int32_t> seg0_, seg1_;
