@@ -53,8 +53,10 @@ stage vit --stage pretrain-vit --data "$LABELS" --label-column dx --split ham100
   --logit-adjust --augment crop,hflip,vflip,rot90,jitter --bf16
 
 # 2. The LLM on the project's own text (the conversations without images).
+#    The text is templated and the loss is flat after ~300 steps, so the run
+#    stops there (the cosine schedule is that of 700 steps).
 stage llm --stage pretrain-llm --text "$RUNS/data/corpus.txt" --tokenizer ../shared/tokenizer/tokenizer.model \
-  --seq-len 256 --batch 16 --steps 700 --lr 1e-3 --min-lr 5e-5 --warmup 50 --wd 0.05 --bf16
+  --seq-len 256 --batch 16 --steps 700 --stop-after 300 --lr 1e-3 --min-lr 5e-5 --warmup 50 --wd 0.05 --bf16
 
 # 3. Step 1: image ↔ measured clinical concepts. The Q-Former has no
 #    pretraining here (SkinGPT-4's came from BLIP-2), so it trains with the

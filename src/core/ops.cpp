@@ -2,6 +2,9 @@
 
 #include <cmath>
 
+#include "core/cpu.h"
+#include "core/vector_math.h"
+
 namespace sg::ops {
 
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) {
@@ -38,8 +41,14 @@ void silu_mul(const float* gate, const float* up, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+float exp_approx(float x) {
+  f32x4 v = {x};
+  return lanes::exp<f32x4, i32x4>(v)[0];
+}
+
 void gelu_erf(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+  static const auto kernel = cpu_features().has_avx2_path() ? gelu_erf_avx2 : lanes::gelu_rows<f32x4, i32x4>;
+  kernel(x, n);
 }
 
 void add(float* y, const float* x, int64_t n) {

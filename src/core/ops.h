@@ -13,7 +13,12 @@ void layernorm(const float* x, const float* w, const float* b, float* y, int64_t
 // exact agreement with PyTorch's fp32 softmax to round-off).
 void softmax(float* x, int64_t n);
 void silu_mul(const float* gate, const float* up, float* y, int64_t n);  // y = silu(g)·u
-void gelu_erf(float* x, int64_t n);                                    // exact GELU
+// GELU with the exact (erf) form, x·Φ(x), to float round-off: erf from
+// Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7) and a branch-free exp, so the
+// loop vectorizes (std::erf does not, and dominated the ViT-g encode).
+void gelu_erf(float* x, int64_t n);
+// exp(x) to ~1 ulp for x in [-87, 88] (clamped outside), branch-free.
+float exp_approx(float x);
 void add(float* y, const float* x, int64_t n);                         // y += x
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float* y, float a, const float* x, int64_t n);               // y += a·x

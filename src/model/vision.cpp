@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "core/error.h"
 #include "core/ops.h"
@@ -42,15 +43,34 @@ Norm load_norm(const gguf::File& f, const std::string& name, int64_t n) {
   return Norm{load_vec(f, name + ".weight", n), load_vec(f, name + ".bias", n)};
 }
 
+// The elementwise work between matmuls runs on all threads too: at ViT-g
+// sizes (257 tokens × 6144) a single-threaded GELU or bias pass costs as much
+// as a matmul.
+void for_rows(ThreadPool& pool, int64_t m, const std::function<void(int64_t, int64_t)>& fn) {
+  pool.parallel_for(m, [&](int64_t b, int64_t e, int) { fn(b, e); });
+}
+
 // y[m × out] = x[m × in] · Wᵀ + b
 void linear(const Linear& l, const float* x, int64_t m, float* y, ThreadPool& pool) {
   matmul(l.w, x, m, y, pool);
   if (!l.b.empty())
-    for (int64_t i = 0; i < m; ++i) ops::add(y + i * l.w.rows, l.b.data(), l.w.rows);
+    for_rows(pool, m, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) ops::add(y + i * l.w.rows, l.b.data(), l.w.rows);
+    });
 }
 
-void layernorm_rows(const Norm& n, const float* x, float* y, int64_t m, int64_t w, float eps) {
-  for (int64_t i = 0; i < m; ++i) ops::layernorm(x + i * w, n.w.data(), n.b.data(), y + i * w, w, eps);
+void layernorm_rows(const Norm& n, const float* x, float* y, int64_t m, int64_t w, float eps, ThreadPool& pool) {
+  for_rows(pool, m, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) ops::layernorm(x + i * w, n.w.data(), n.b.data(), y + i * w, w, eps);
+  });
+}
+
+void gelu_rows(float* x, int64_t m, int64_t w, ThreadPool& pool) {
+  for_rows(pool, m, [&](int64_t b, int64_t e) { ops::gelu_erf(x + b * w, (e - b) * w); });
+}
+
+void add_rows(float* y, const float* x, int64_t m, int64_t w, ThreadPool& pool) {
+  for_rows(pool, m, [&](int64_t b, int64_t e) { ops::add(y + b * w, x + b * w, (e - b) * w); });
 }
 
 // Multi-head attention: out[nq × heads·hd] from q [nq rows, stride ldq],
@@ -172,27 +192,29 @@ std::vector<float> VisionModel::encode(const float* image, ThreadPool& pool, con
   for (size_t bi = 0; bi < vit.size(); ++bi) {
     const VitBlock& b = vit[bi];
     const std::string name = "vit.blocks." + std::to_string(bi);
-    layernorm_rows(b.norm1, x.data(), h.data(), T, W, c.vit_eps);
+    layernorm_rows(b.norm1, x.data(), h.data(), T, W, c.vit_eps, pool);
     linear(b.qkv, h.data(), T, big.data(), pool);
     // EVA scales q by head_dim^-0.5 before q·kᵀ.
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < W; ++i) big[t * 3 * W + i] *= scale;
+    for_rows(pool, T, [&](int64_t b0, int64_t e0) {
+      for (int64_t t = b0; t < e0; ++t)
+        for (int64_t i = 0; i < W; ++i) big[t * 3 * W + i] *= scale;
+    });
     attn.run(big.data(), 3 * W, big.data() + W, 3 * W, big.data() + 2 * W, 3 * W, att.data(), W, T, T,
              c.vit_heads, hd, 1.0f, pool);
     linear(b.proj, att.data(), T, h.data(), pool);
     emit(name + ".attn_out", h.data(), T * W);
-    ops::add(x.data(), h.data(), T * W);
-    layernorm_rows(b.norm2, x.data(), h.data(), T, W, c.vit_eps);
+    add_rows(x.data(), h.data(), T, W, pool);
+    layernorm_rows(b.norm2, x.data(), h.data(), T, W, c.vit_eps, pool);
     linear(b.fc1, h.data(), T, big.data(), pool);
-    ops::gelu_erf(big.data(), T * c.vit_ffn);
+    gelu_rows(big.data(), T, c.vit_ffn, pool);
     linear(b.fc2, big.data(), T, h.data(), pool);
     emit(name + ".mlp_out", h.data(), T * W);
-    ops::add(x.data(), h.data(), T * W);
+    add_rows(x.data(), h.data(), T, W, pool);
     emit(name + ".out", x.data(), T * W);
   }
   emit("vit_out", x.data(), T * W);
   std::vector<float> img(T * W);
-  layernorm_rows(ln_vision, x.data(), img.data(), T, W, c.ln_vision_eps);
+  layernorm_rows(ln_vision, x.data(), img.data(), T, W, c.ln_vision_eps, pool);
   emit("ln_vision_out", img.data(), T * W);
   const auto t1 = clock::now();
 
@@ -200,13 +222,13 @@ std::vector<float> VisionModel::encode(const float* image, ThreadPool& pool, con
   const int64_t Q = c.qf_width, NQ = c.n_query, qhd = Q / c.qf_heads;
   const float qdiv = static_cast<float>(std::sqrt(static_cast<double>(qhd)));
   std::vector<float> q(NQ * Q), tmp(NQ * Q), qq(NQ * Q), kk(T * Q), vv(T * Q), ctx(NQ * Q), ffn(NQ * c.qf_ffn);
-  layernorm_rows(qf_embed_norm, query_tokens.data(), q.data(), NQ, Q, c.qf_eps);
+  layernorm_rows(qf_embed_norm, query_tokens.data(), q.data(), NQ, Q, c.qf_eps, pool);
   emit("qformer.embeddings_out", q.data(), NQ * Q);
   // LayerNorm(dense(ctx) + residual) → residual
   auto close_block = [&](const Linear& dense, const float* in, const Norm& norm) {
     linear(dense, in, NQ, tmp.data(), pool);
     ops::add(tmp.data(), q.data(), NQ * Q);
-    layernorm_rows(norm, tmp.data(), q.data(), NQ, Q, c.qf_eps);
+    layernorm_rows(norm, tmp.data(), q.data(), NQ, Q, c.qf_eps, pool);
   };
   for (size_t li = 0; li < qformer.size(); ++li) {
     const QformerLayer& l = qformer[li];
@@ -226,7 +248,7 @@ std::vector<float> VisionModel::encode(const float* image, ThreadPool& pool, con
       emit(name + ".cross_attn_out", q.data(), NQ * Q);
     }
     linear(l.ffn_up, q.data(), NQ, ffn.data(), pool);
-    ops::gelu_erf(ffn.data(), NQ * c.qf_ffn);
+    gelu_rows(ffn.data(), NQ, c.qf_ffn, pool);
     close_block(l.ffn_down, ffn.data(), l.ffn_norm);
     emit(name + ".ffn_query_out", q.data(), NQ * Q);
     emit(name + ".out", q.data(), NQ * Q);
