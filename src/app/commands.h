@@ -18,5 +18,6 @@ int cmd_eval(int argc, char** argv);
 int cmd_calibrate(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_dataset(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
 
 }  // namespace sg::app

@@ -29,6 +29,7 @@ const Command kCommands[] = {
     {"eval", sg::app::cmd_eval, "measure the differential on a labelled split (metrics, plots, HTML)"},
     {"dataset", sg::app::cmd_dataset, "write skingpt-mini's training data (concepts, consultations, corpus)"},
     {"calibrate", sg::app::cmd_calibrate, "fit temperature and thresholds on a validation split (calibration.json)"},
+    {"serve", sg::app::cmd_serve, "serve the web app and an OpenAI-compatible API on this machine (HTTP)"},
     {"train", sg::app::cmd_train, "train the model with libtorch (pretrain, SkinGPT-4 steps 1-2), export GGUF"},
 };
 
