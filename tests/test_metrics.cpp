@@ -547,7 +547,7 @@ TEST(EvalCommand, EvalAndCalibrateEndToEnd) {
   std::ofstream(work / "labels.csv") << csv;
   const std::string bin = SKINGPT_BINARY, out = (work / "out").string(), mdir = model.dir.path().string();
   const std::string cmd = bin + " eval --data " + (work / "labels.csv").string() + " --split mini --model " + mdir +
-                          " --out " + out + " --json --limit 8 -t 2 --answers 3 --greedy";
+                          " --out " + out + " --json --limit 8 -t 2 --answers 3";
   const std::string json_file = (work / "eval.json").string();
   const auto run = test::run_command("(" + cmd + " > " + json_file + ")");  // stderr still captured
   ASSERT_EQ(run.status, 0) << cmd << "\n" << run.output;
@@ -562,7 +562,7 @@ TEST(EvalCommand, EvalAndCalibrateEndToEnd) {
   // (a random model names no condition, so only the counts are checked).
   ASSERT_TRUE(j.contains("answers")) << j.dump();
   EXPECT_EQ(j["answers"]["n"], 3);
-  EXPECT_TRUE(j["answers"]["greedy"].get<bool>());
+  EXPECT_EQ(j["answers"]["temperature"].get<double>(), 0.0);  // describe's default: greedy
   EXPECT_TRUE(j["answers"]["names_none"].is_number());
   EXPECT_TRUE(j["balanced_accuracy"].is_number());
   EXPECT_TRUE(j["auroc_melanoma"].is_number());  // two melanomas and six others

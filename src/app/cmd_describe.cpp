@@ -44,7 +44,7 @@ int cmd_describe(int argc, char** argv) {
   std::string image, model_dir, lang_s = "en", html, conditions, sex, site, history;
   int64_t age = -1, threads = std::thread::hardware_concurrency(), seed = 0, max_new = 300, n_ctx = 2048;
   bool json = false, greedy = false, no_questions = false, quiet = false;
-  float temp = 1.0f, top_p = 0.9f;
+  float temp = 0.0f, top_p = 0.9f;
   Args a("describe",
          "Assess a skin photo: photo quality, findings, a differential with probabilities, uncertainty,\n"
          "red flags and next steps. A draft for a clinician, never a diagnosis. Everything runs on this\n"
@@ -62,8 +62,8 @@ int cmd_describe(int argc, char** argv) {
   a.option("--conditions", &conditions, "condition catalogue JSON (default: MODEL/conditions.json, else built in)");
   a.option("-t,--threads", &threads, "threads");
   a.option("--seed", &seed, "random seed for the model's answers");
-  a.flag("--greedy", &greedy, "always take the most likely token (reproducible answers)");
-  a.option("--temp", &temp, "sampling temperature (SkinGPT-4: 1.0)");
+  a.flag("--greedy", &greedy, "always take the most likely token (the default unless --temp is set)");
+  a.option("--temp", &temp, "sampling temperature; 0 = greedy, the same words for the same photo (SkinGPT-4: 1.0)");
   a.option("--top-p", &top_p, "nucleus sampling mass (SkinGPT-4: 0.9)");
   a.option("-n,--max-new-tokens", &max_new, "longest answer per question in tokens");
   a.option("-c,--ctx-size", &n_ctx, "context size in tokens");

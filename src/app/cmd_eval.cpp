@@ -51,7 +51,8 @@ std::vector<clinic::EvalRecord> records_for(const clinic::ScoresFile& s, const s
 int cmd_eval(int argc, char** argv) {
   std::string data, split, model_dir, out_dir, scores_path, calibration_path, conditions, lang_name = "en";
   int64_t limit = 0, answers = 0, threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), 256);
-  bool json = false, greedy = false;
+  bool json = false;
+  float answer_temp = 0.0f;
   Args a("eval",
          "Measure the differential on a labelled split: balanced accuracy, per-condition recall and precision, "
          "top-3 accuracy, AUROC (melanoma, malignant vs benign), calibration error before and after calibration, "
@@ -71,7 +72,7 @@ int cmd_eval(int argc, char** argv) {
   a.option("--answers", &answers,
            "also ask the first consultation question for the first N images (-1 = all) and check that the answer "
            "names the top-scored condition and states the measured features");
-  a.flag("--greedy", &greedy, "with --answers: greedy answers instead of describe's sampling");
+  a.option("--temp", &answer_temp, "with --answers: sampling temperature of the answers (describe's default: 0 = greedy)");
   if (!a.parse(argc, argv)) return 0;
   const clinic::Language lang = clinic::parse_language(lang_name);
   if (split.empty() && scores_path.empty()) throw Error("eval: give --split NAME (see --help)");
@@ -160,7 +161,7 @@ int cmd_eval(int argc, char** argv) {
     std::vector<clinic::LabelRow> labels;
     for (const auto& row : scores.rows) labels.push_back(row.label);
     r.answers = check_answers(model, cat, cal ? *cal : clinic::Calibration{}, labels, lang, static_cast<int>(threads),
-                              answers < 0 ? 0 : answers, greedy);
+                              answers < 0 ? 0 : answers, answer_temp);
   }
   r.seconds = seconds;
   r.scores_file = scores_out;

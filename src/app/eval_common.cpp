@@ -81,17 +81,17 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
 
 clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
                                   const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
-                                  clinic::Language lang, int threads, int64_t limit, bool greedy) {
+                                  clinic::Language lang, int threads, int64_t limit, float temperature) {
   if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
   auto model = SkinGptModel::load(model_dir);
   ThreadPool pool(threads);
   clinic::Consultant consultant(*model, cat, cal, pool);
   clinic::ConsultOptions opt;
   opt.question_limit = 1;
-  if (greedy) opt.sampling.temperature = 0;
+  opt.sampling.temperature = temperature;
   const size_t n = limit > 0 ? std::min(rows.size(), static_cast<size_t>(limit)) : rows.size();
   clinic::AnswerCheck out;
-  out.greedy = greedy;
+  out.temperature = temperature;
   Progress bar("answers", n, "images");
   for (size_t i = 0; i < n; ++i) {
     const clinic::Report r = consultant.consult(decode_image(rows[i].image_path), {}, lang, opt, rows[i].image);

@@ -147,7 +147,7 @@ std::string eval_json(const EvalResult& r) {
     const AnswerCheck& a = *r.answers;
     auto frac = [](int64_t k, int64_t n) { return n ? num(static_cast<double>(k) / static_cast<double>(n)) : json(nullptr); };
     o["answers"] = {{"n", a.n},
-                    {"greedy", a.greedy},
+                    {"temperature", a.temperature},
                     {"names_top_scored", frac(a.names_top_scored, a.n)},
                     {"names_report_top", frac(a.names_report_top, a.n)},
                     {"names_none", frac(a.names_none, a.n)},
@@ -227,9 +227,9 @@ std::string eval_text(const EvalResult& r) {
     const AnswerCheck& a = *r.answers;
     const double n = static_cast<double>(a.n);
     std::snprintf(b, sizeof b,
-                  "\nAnswers to the first question (%lld images, %s): name the top-scored condition %s, the "
+                  "\nAnswers to the first question (%lld images, temperature %.2g): name the top-scored condition %s, the "
                   "report's top %s, no condition %s; stated features agreeing with the measurement %s of %lld\n",
-                  static_cast<long long>(a.n), a.greedy ? "greedy" : "sampled as in describe",
+                  static_cast<long long>(a.n), a.temperature,
                   pcta(static_cast<double>(a.names_top_scored) / n).c_str(),
                   pcta(static_cast<double>(a.names_report_top) / n).c_str(),
                   pcta(static_cast<double>(a.names_none) / n).c_str(),

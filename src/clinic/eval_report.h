@@ -23,7 +23,7 @@ struct AnswerCheck {
   int64_t names_report_top = 0;    // ... the differential's top (calibrated when calibrated)
   int64_t names_none = 0;          // no catalogue condition named
   int64_t features_stated = 0, features_agreed = 0;  // ConceptAgreement summed over images
-  bool greedy = false;
+  double temperature = 0;          // of the answers (0 = greedy)
 };
 
 struct EvalResult {
