@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "formats/image.h"
 #include "model/synth.h"
+#include "model_fixtures.h"
 #include "server/server.h"
 #include "server/store.h"
 #include "server/util.h"
@@ -42,23 +43,11 @@ std::string example_bytes(const std::string& name) { return test::read_bytes(rep
 const char* kMel = "melanoma_ISIC_0024400.jpg";
 const char* kNevus = "nevus_ISIC_0024306.jpg";
 
-// One tiny random model folder for the whole suite (llm with the real Llama-2
-// tokenizer, a 224-px vision model). Its words are noise; the pipeline is real.
+// One tiny random model folder for the whole suite (model_fixtures.h).
 const std::string& tiny_model_dir() {
   static test::TempDir dir;
   static const std::string path = [] {
-    const Vocab v = load_vocab((test::shared_dir() / "tokenizer/tokenizer.model").string());
-    LlamaConfig c;
-    c.n_vocab = static_cast<int64_t>(v.size());
-    c.dim = 64; c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 4; c.ffn = 128; c.n_ctx_train = 2048; c.rope_dim = 16;
-    c.rms_eps = 1e-6f;
-    synth_llama((dir / "llm.gguf").string(), c, QuantScheme{}, &v, 11);
-    VisionConfig vc;
-    vc.image_size = 224; vc.patch_size = 32;
-    vc.vit_width = 32; vc.vit_depth = 1; vc.vit_heads = 2; vc.vit_ffn = 64;
-    vc.qf_width = 32; vc.qf_depth = 2; vc.qf_heads = 2; vc.qf_ffn = 64; vc.qf_cross_freq = 2; vc.n_query = 4;
-    vc.llm_dim = 64;
-    synth_vision((dir / "vision.gguf").string(), vc, DType::F32, 5);
+    test::write_tiny_model(dir.path());
     return dir.path().string();
   }();
   return path;

@@ -1,5 +1,6 @@
 #include "core/ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/cpu.h"
@@ -28,11 +29,11 @@ void layernorm(const float* x, const float* w, const float* b, float* y, int64_t
 void softmax(float* x, int64_t n) {
   float mx = -INFINITY;
   for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  static const auto exp_kernel =
+      cpu_features().has_avx2_path() ? exp_shifted_avx2 : lanes::exp_shifted<f32x4, i32x4>;
+  exp_kernel(x, n, mx);
   double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }

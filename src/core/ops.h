@@ -9,8 +9,8 @@ namespace sg::ops {
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps);
 // y = (x - mean) / sqrt(var + eps) * w + b   (biased variance, as PyTorch)
 void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps);
-// In-place softmax over n values (max-subtracted, accumulated in double for
-// exact agreement with PyTorch's fp32 softmax to round-off).
+// In-place softmax over n values (max-subtracted, exp on SIMD lanes to ~1 ulp,
+// the sum in double: PyTorch's fp32 softmax to round-off; −inf gives exactly 0).
 void softmax(float* x, int64_t n);
 void silu_mul(const float* gate, const float* up, float* y, int64_t n);  // y = silu(g)·u
 // GELU with the exact (erf) form, x·Φ(x), to float round-off: erf from

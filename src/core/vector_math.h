@@ -14,7 +14,8 @@ using i32x4 = int32_t __attribute__((vector_size(16)));
 using f32x8 = float __attribute__((vector_size(32)));
 using i32x8 = int32_t __attribute__((vector_size(32)));
 
-void gelu_erf_avx2(float* x, int64_t n);  // ops_avx2.cpp
+void gelu_erf_avx2(float* x, int64_t n);               // ops_avx2.cpp
+void exp_shifted_avx2(float* x, int64_t n, float shift);
 
 namespace lanes {
 
@@ -58,24 +59,38 @@ inline F gelu(F v) {
   return 0.5f * v * (1.0f + erf_z);  // PyTorch's form (the same cancellation for very negative v)
 }
 
-// In place over n values; the tail goes through the same lanes, so every
-// element gets the same math whatever its position.
-template <class F, class I>
-void gelu_rows(float* x, int64_t n) {
+// Applies fn to n values in place, L lanes at a time; the tail goes through
+// the same lanes, so every element gets the same math whatever its position.
+template <class F, class Fn>
+void map_lanes(float* x, int64_t n, Fn fn) {
   constexpr int64_t L = sizeof(F) / sizeof(float);
   int64_t i = 0;
   for (; i + L <= n; i += L) {
     F v;
     std::memcpy(&v, x + i, sizeof v);
-    v = gelu<F, I>(v);
+    v = fn(v);
     std::memcpy(x + i, &v, sizeof v);
   }
   if (i < n) {
     F v = {};
     std::memcpy(&v, x + i, sizeof(float) * static_cast<size_t>(n - i));
-    v = gelu<F, I>(v);
+    v = fn(v);
     std::memcpy(x + i, &v, sizeof(float) * static_cast<size_t>(n - i));
   }
+}
+
+template <class F, class I>
+void gelu_rows(float* x, int64_t n) {
+  map_lanes<F>(x, n, [](F v) { return gelu<F, I>(v); });
+}
+
+// x = exp(x − shift); exactly 0 where x − shift < −87 (e.g. −inf for a mask).
+template <class F, class I>
+void exp_shifted(float* x, int64_t n, float shift) {
+  map_lanes<F>(x, n, [shift](F v) {
+    const F d = v - shift;
+    return d < -87.0f ? F{} : exp<F, I>(d);
+  });
 }
 
 }  // namespace lanes
