@@ -132,7 +132,9 @@ TEST(Dataset, WritesBalancedStepsFromTheTrainingSplitOnly) {
     EXPECT_EQ(row[0].find("ISIC_0034"), std::string::npos) << "a test image was written: " << row[0];
     for (const auto& id : val_images) EXPECT_EQ(row[0].find(id), std::string::npos) << "a validation image: " << id;
     EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(out) / row[0])) << row[0];
-    if (!row[3].empty()) EXPECT_TRUE(nlohmann::json::parse(row[3]).is_array()) << row[3];
+    if (!row[3].empty()) {
+      EXPECT_TRUE(nlohmann::json::parse(row[3]).is_array()) << row[3];
+    }
   }
   EXPECT_EQ(per_class, (std::map<std::string, int>{{"df", 20}, {"mel", 20}, {"nv", 20}}));
   EXPECT_EQ(langs, (std::set<std::string>{"en", "ja"}));
