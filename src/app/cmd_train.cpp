@@ -14,6 +14,7 @@
 
 #include "app/args.h"
 #include "app/commands.h"
+#include "app/progress.h"
 #include "core/error.h"
 
 #ifdef SKINGPT_HAVE_TORCH
@@ -50,14 +51,6 @@ int cmd_train(int argc, char** argv) {
 #else
 
 namespace {
-
-std::string fmt_time(double s) {
-  char b[32];
-  if (s < 60) std::snprintf(b, sizeof b, "%.0fs", s);
-  else if (s < 3600) std::snprintf(b, sizeof b, "%dm%02ds", int(s) / 60, int(s) % 60);
-  else std::snprintf(b, sizeof b, "%dh%02dm", int(s) / 3600, int(s) % 3600 / 60);
-  return b;
-}
 
 // app/progress.h's bar with the loss, learning rate and throughput in it: a
 // redrawn line on a terminal, one line every `every` steps otherwise.

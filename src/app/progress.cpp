@@ -6,7 +6,6 @@
 
 namespace sg::app {
 
-namespace {
 std::string fmt_time(double s) {
   char b[32];
   if (s < 60) std::snprintf(b, sizeof b, "%.0fs", s);
@@ -14,6 +13,8 @@ std::string fmt_time(double s) {
   else std::snprintf(b, sizeof b, "%dh%02dm", int(s) / 3600, int(s) % 3600 / 60);
   return b;
 }
+
+namespace {
 std::string fmt_amount(double x, const std::string& unit) {
   char b[32];
   if (unit == "B") {

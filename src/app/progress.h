@@ -7,6 +7,9 @@
 
 namespace sg::app {
 
+// "42s", "3m07s", "1h05m".
+std::string fmt_time(double seconds);
+
 class Progress {
  public:
   Progress(std::string label, uint64_t total, std::string unit = "");
