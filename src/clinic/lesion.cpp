@@ -80,14 +80,15 @@ int label_components(const std::vector<uint8_t>& m, int w, int h, std::vector<in
   return n;
 }
 
-// Pixels of `m` == 0 not 4-connected to the frame's border are holes: set them.
-void fill_holes(std::vector<uint8_t>& m, int w, int h) {
-  std::vector<uint8_t> outside(m.size(), 0);
+// Marks (in `reached`) every pixel 4-connected to the frame's border through
+// pixels for which accept(p) holds.
+template <class Accept>
+void flood_from_border(int w, int h, std::vector<uint8_t>& reached, Accept accept) {
   std::vector<int> stack;
   auto seed = [&](int x, int y) {
     const int p = y * w + x;
-    if (!m[p] && !outside[p]) {
-      outside[p] = 1;
+    if (!reached[p] && accept(p)) {
+      reached[p] = 1;
       stack.push_back(p);
     }
   };
@@ -101,6 +102,12 @@ void fill_holes(std::vector<uint8_t>& m, int w, int h) {
     for (auto& q : nb)
       if (q[0] >= 0 && q[1] >= 0 && q[0] < w && q[1] < h) seed(q[0], q[1]);
   }
+}
+
+// Pixels of `m` == 0 not 4-connected to the frame's border are holes: set them.
+void fill_holes(std::vector<uint8_t>& m, int w, int h) {
+  std::vector<uint8_t> outside(m.size(), 0);
+  flood_from_border(w, h, outside, [&](int p) { return !m[p]; });
   for (size_t i = 0; i < m.size(); ++i)
     if (!m[i] && !outside[i]) m[i] = 1;
 }
@@ -130,26 +137,8 @@ LesionMask segment_lesion(const Image& full) {
 
   // The dermatoscope's black vignette: near-black pixels connected to the border.
   std::vector<uint8_t> vignette(n, 0);
-  {
-    std::vector<int> stack;
-    auto seed = [&](int x, int y) {
-      const int p = y * w + x;
-      if (!vignette[p] && px::luma(img.rgb.data() + static_cast<size_t>(p) * 3) < kVignetteLuma) {
-        vignette[p] = 1;
-        stack.push_back(p);
-      }
-    };
-    for (int x = 0; x < w; ++x) seed(x, 0), seed(x, h - 1);
-    for (int y = 0; y < h; ++y) seed(0, y), seed(w - 1, y);
-    while (!stack.empty()) {
-      const int p = stack.back();
-      stack.pop_back();
-      const int x = p % w, y = p / w;
-      const int nb[4][2] = {{x - 1, y}, {x + 1, y}, {x, y - 1}, {x, y + 1}};
-      for (auto& q : nb)
-        if (q[0] >= 0 && q[1] >= 0 && q[0] < w && q[1] < h) seed(q[0], q[1]);
-    }
-  }
+  flood_from_border(w, h, vignette,
+                    [&](int p) { return px::luma(img.rgb.data() + static_cast<size_t>(p) * 3) < kVignetteLuma; });
   std::vector<uint8_t> valid(n);
   size_t n_valid = 0;
   for (size_t i = 0; i < n; ++i) n_valid += (valid[i] = !vignette[i]);
