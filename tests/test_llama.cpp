@@ -79,6 +79,36 @@ TEST_F(LlamaReference, GreedyStepsWithKvCacheMatch) {
   }
 }
 
+// The F16 KV cache: the reference's greedy tokens unchanged, logits within
+// 2e-3 of the F32 cache's (keys and values rounded to half precision). Auto
+// keeps this small model on F32, so every reference check stays exact.
+TEST_F(LlamaReference, F16KvCacheStaysCloseToF32) {
+  ThreadPool pool(2);
+  LlamaContext f32(*model, 128, pool, KvType::F32), f16(*model, 128, pool, KvType::F16);
+  EXPECT_EQ(LlamaContext(*model, 128, pool).kv_type(), KvType::F32);
+  EXPECT_EQ(f16.kv_type(), KvType::F16);
+  EXPECT_EQ(f16.kv_bytes() * 2, f32.kv_bytes());
+  const auto embeds = read_f32(ref_dir() / "tensors/inputs_embeds.bin");
+  const int64_t n = static_cast<int64_t>(embeds.size()) / cfg.dim;
+  f32.eval_embeddings(embeds.data(), n, true);
+  f16.eval_embeddings(embeds.data(), n, true);
+  const float d0 = test::max_abs_diff(f16.logits(), f32.logits());
+  EXPECT_LE(d0, 2e-3);
+  EXPECT_GT(d0, 0.0f) << "the half-precision cache is really used";
+  const auto want = read_i64(ref_dir() / "tensors/greedy_tokens.bin");
+  for (size_t step = 0; step < want.size(); ++step) {
+    const std::vector<float> l16(f16.logits().end() - cfg.n_vocab, f16.logits().end());
+    const std::vector<float> l32(f32.logits().end() - cfg.n_vocab, f32.logits().end());
+    EXPECT_LE(test::max_abs_diff(l16, l32), 2e-3) << "step " << step;
+    const int32_t id = argmax(l16);
+    ASSERT_EQ(id, want[step]) << "step " << step;
+    f16.eval_tokens({&id, 1});
+    f32.eval_tokens({&id, 1});
+  }
+  EXPECT_EQ(kv_type_from_name("f16"), KvType::F16);
+  EXPECT_FALSE(kv_type_from_name("q8"));
+}
+
 TEST_F(LlamaReference, TokenEmbeddingLookupMatchesTable) {
   const auto table = read_f32(ref_dir() / "params/llm_model.model.embed_tokens.weight.bin");
   const auto seg0 = read_i64(ref_dir() / "tensors/prompt_seg0_ids.bin");

@@ -7,6 +7,7 @@
 
 #include "core/cpu.h"
 #include "core/ops.h"
+#include "core/quant.h"
 #include "core/vector_math.h"
 
 using namespace sg;
@@ -52,4 +53,28 @@ TEST(Ops, SoftmaxSumsToOneAndMaskedEntriesAreZero) {
                    std::exp(2.5 - 3) + std::exp(1.5 - 3);
   EXPECT_NEAR(x[2], 1.0 / z, 1e-7);
   EXPECT_NEAR(x[7], std::exp(-0.5) / z, 1e-7);
+}
+
+// The F16 KV-cache rows: the F16C path equals the scalar definition
+// (f32_to_f16 / f16_to_f32) bit for bit on conversion, and to float
+// round-off on dot and axpy; odd lengths exercise the tails.
+TEST(Ops, HalfPrecisionRowsMatchTheScalarDefinition) {
+  std::vector<float> a(1003), x(1003);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = std::sin(0.37f * static_cast<float>(i)) * 3.0f;
+    x[i] = std::cos(0.11f * static_cast<float>(i)) * 60000.0f / static_cast<float>(i + 1);  // near f16's range, and subnormals
+  }
+  std::vector<uint16_t> h(x.size());
+  ops::to_f16(x.data(), h.data(), static_cast<int64_t>(x.size()));
+  double want_dot = 0, magnitude = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_EQ(h[i], f32_to_f16(x[i])) << i;
+    want_dot += static_cast<double>(a[i]) * f16_to_f32(h[i]);
+    magnitude += std::fabs(static_cast<double>(a[i]) * f16_to_f32(h[i]));
+  }
+  const float d = ops::dot_f16(a.data(), h.data(), static_cast<int64_t>(a.size()));
+  EXPECT_NEAR(d, want_dot, 1e-6 * magnitude);
+  std::vector<float> y(a.size(), 1.0f);
+  ops::axpy_f16(y.data(), 0.5f, h.data(), static_cast<int64_t>(y.size()));
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_FLOAT_EQ(y[i], 1.0f + 0.5f * f16_to_f32(h[i])) << i;
 }

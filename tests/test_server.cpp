@@ -26,6 +26,7 @@
 #include "formats/image.h"
 #include "model/synth.h"
 #include "model_fixtures.h"
+#include "server/print_page.h"
 #include "server/server.h"
 #include "server/store.h"
 #include "server/util.h"
@@ -159,6 +160,37 @@ TEST(ServerUtil, Base64DataUrisIdsAndCompare) {
   EXPECT_FALSE(valid_utf8("\xff\xfe"));
   EXPECT_FALSE(valid_utf8("\xe6\x97"));
   EXPECT_FALSE(valid_utf8("\xc0\xaf")) << "overlong";
+}
+
+TEST(ServerPrintPage, EscapesTextAndToleratesMissingOrWrongFields) {
+  nlohmann::ordered_json v = {
+      {"case_id", "abc"},
+      {"language", "en"},
+      {"status", "draft_awaiting_clinician_review"},
+      {"patient", {{"age", 41}, {"history", "<script>alert(1)</script>"}}},
+      {"red_flags", {{"refer_urgently", true}, {"text", "Melanoma (35%) cannot be ruled out"}}},
+      {"differential",
+       {{"candidates", {{{"rank", 1}, {"name", "Melanoma"}, {"probability", 0.35}, {"red_flag", true}}}}}},
+      {"messages", {{{"role", "user"}, {"content", "a & b?"}}, {{"role", "assistant"}, {"content", "c > d"}}}}};
+  const std::string page = print_page(v, {});
+  EXPECT_EQ(page.find("<script>"), std::string::npos);
+  EXPECT_NE(page.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+  EXPECT_NE(page.find("flags urgent"), std::string::npos);
+  EXPECT_NE(page.find("35%"), std::string::npos);
+  EXPECT_NE(page.find("a &amp; b?"), std::string::npos);
+  EXPECT_NE(page.find("c &gt; d"), std::string::npos);
+  EXPECT_EQ(page.find("data:image"), std::string::npos) << "no photo, no image";
+  for (const char* inline_code : {" style=", "<style", "<script", " onload=", " onerror=", " onclick="})
+    EXPECT_EQ(page.find(inline_code), std::string::npos) << inline_code << ": the CSP allows no inline style or script";
+  // Fields of the wrong type print as empty; nothing throws.
+  for (const char* k : {"patient", "red_flags", "differential", "messages", "model_answers", "review", "next_steps"}) {
+    nlohmann::ordered_json bad = v;
+    bad[k] = 7;
+    EXPECT_NO_THROW(print_page(bad, {})) << k;
+    bad[k] = nlohmann::ordered_json::array({1, "x", nullptr});
+    EXPECT_NO_THROW(print_page(bad, {})) << k;
+  }
+  EXPECT_NO_THROW(print_page(nlohmann::ordered_json::object(), {}));
 }
 
 TEST(ServerPolicy, NonLoopbackBindNeedsAKey) {
@@ -663,8 +695,8 @@ TEST(Server, ConsultationLifecycle) {
   r = c.Get("/api/consultations", httplib::Params{{"q", "no such thing"}}, httplib::Headers{});
   EXPECT_EQ(body_json(r)["cases"].size(), 0u);
 
-  // Follow-ups in the case's conversation: the image is encoded once for
-  // them, then reused.
+  // Follow-ups in the case's conversation: the consultation's image
+  // embeddings are kept, so no follow-up runs the vision encoder.
   const int64_t encodes0 = body_json(c.Get("/metrics"))["model"]["image_encodes"];
   r = c.Post("/api/consultations/" + id + "/messages", json{{"content", "Is it dangerous?"}}.dump(), "application/json");
   ASSERT_EQ(r->status, 200) << r->body;
@@ -682,8 +714,8 @@ TEST(Server, ConsultationLifecycle) {
   r = c.Post("/api/consultations/" + id + "/messages", json{{"content", "And treatment?"}}.dump(), "application/json");
   ASSERT_EQ(r->status, 200) << r->body;
   const json mt = body_json(c.Get("/metrics"));
-  EXPECT_EQ(mt["model"]["image_encodes"].get<int64_t>() - encodes0, 2) << "one encode per case, then cached";
-  EXPECT_EQ(mt["model"]["follow_up_cache_hits"].get<int64_t>(), 2);
+  EXPECT_EQ(mt["model"]["image_encodes"].get<int64_t>() - encodes0, 0) << "the consultation's encode is reused";
+  EXPECT_EQ(mt["model"]["follow_up_cache_hits"].get<int64_t>(), 4);
   EXPECT_EQ(c.Post("/api/consultations/" + id + "/messages", json{{"content", ""}}.dump(), "application/json")->status,
             400);
   rep = body_json(c.Get("/api/consultations/" + id));
@@ -692,6 +724,25 @@ TEST(Server, ConsultationLifecycle) {
   EXPECT_EQ(rep["messages"][0]["content"], "Is it dangerous?");
   EXPECT_EQ(rep["messages"][1]["role"], "assistant");
   EXPECT_EQ(rep["status"], "draft_awaiting_clinician_review");
+
+  // The printable report: a draft with lines to sign, the photo inlined,
+  // the follow-ups, the patient's words escaped.
+  auto print = [&](const std::string& case_id) {
+    auto p = c.Get("/api/consultations/" + case_id + "/print");
+    EXPECT_EQ(p->status, 200);
+    EXPECT_NE(p->get_header_value("Content-Type").find("text/html"), std::string::npos);
+    return p->body;
+  };
+  std::string page = print(id);
+  EXPECT_NE(page.find("DRAFT"), std::string::npos);
+  EXPECT_NE(page.find("Signature"), std::string::npos);
+  EXPECT_NE(page.find("src=\"data:image/jpeg;base64,"), std::string::npos);
+  EXPECT_NE(page.find(rep["differential"]["candidates"][0]["name"].get<std::string>()), std::string::npos);
+  EXPECT_NE(page.find("Is it dangerous?"), std::string::npos);
+  EXPECT_NE(page.find("new, grew over 2 months"), std::string::npos);
+  EXPECT_NE(page.find("href=\"/print.css\""), std::string::npos);
+  EXPECT_NE(print(id2).find("下書き"), std::string::npos);
+  EXPECT_EQ(c.Get("/api/consultations/" + std::string(32, '0') + "/print")->status, 404);
 
   // The clinician's review.
   auto review = [&](const json& b) {
@@ -723,6 +774,10 @@ TEST(Server, ConsultationLifecycle) {
   ASSERT_TRUE(presented);
   EXPECT_EQ(json::parse(std::string(presented->begin(), presented->end()))["case_id"], id);
   EXPECT_EQ(body_json(c.Get("/api/consultations/" + id2 + "/fhir"))["status"], "preliminary");
+  page = print(id);
+  EXPECT_EQ(page.find("DRAFT"), std::string::npos);
+  EXPECT_NE(page.find("Dr. C"), std::string::npos);
+  EXPECT_NE(page.find("pearly rim"), std::string::npos);
   list = body_json(c.Get("/api/consultations", httplib::Params{{"q", "pearly"}}, httplib::Headers{}));
   ASSERT_EQ(list["cases"].size(), 1u);
   EXPECT_EQ(list["cases"][0]["status"], "reviewed");
@@ -745,7 +800,7 @@ TEST(Server, ConsultationLifecycle) {
   const auto actions = s.srv->store().audit_log(1000);
   std::set<std::string> seen;
   for (const auto& e : actions) seen.insert(e.action);
-  for (const char* a : {"create", "view", "message", "review", "export_fhir", "delete"})
+  for (const char* a : {"create", "view", "message", "review", "export_fhir", "print", "delete"})
     EXPECT_TRUE(seen.count(a)) << a;
 }
 
@@ -902,7 +957,7 @@ TEST(Server, WebAppIsSelfContainedAndFitsTheCsp) {
   }
   for (const char* bad : {" style=", " onclick=", " onload=", " onsubmit=", "<style"})
     EXPECT_EQ(h.find(bad), std::string::npos) << bad;
-  for (const char* path : {"/", "/app.js", "/style.css"}) {
+  for (const char* path : {"/", "/app.js", "/style.css", "/print.css"}) {
     const auto r = c.Get(path);
     ASSERT_EQ(r->status, 200) << path;
     EXPECT_EQ(r->body.find("http://"), std::string::npos) << path << ": no remote assets";

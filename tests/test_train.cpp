@@ -252,6 +252,40 @@ TEST(TrainData, CsvAugmentAndRandomness) {
   EXPECT_NE(train::permutation(100, 6), p1);
 }
 
+// Length bucketing keeps every sample once, keeps windows apart, and makes
+// batches of similar lengths (the padding a batch pays is max − min).
+TEST(TrainData, LengthBucketsArePermutationsOfSimilarLengths) {
+  const uint32_t n = 1003;  // not a multiple of the batch: a short last batch
+  std::vector<size_t> len(n);
+  train::Rng rng(9);
+  for (auto& l : len) l = 100 + rng.below(900);
+  const auto order = train::permutation(n, 3);
+  const auto b = train::bucket_by_length(order, len, 8, 16, 11);
+  EXPECT_EQ(b, train::bucket_by_length(order, len, 8, 16, 11)) << "deterministic";
+  std::vector<uint32_t> sorted = b;
+  std::sort(sorted.begin(), sorted.end());
+  for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(sorted[i], i);
+  for (size_t w0 = 0; w0 < n; w0 += 128) {  // each window holds the same samples as before
+    const size_t w1 = std::min<size_t>(n, w0 + 128);
+    std::vector<uint32_t> x(order.begin() + w0, order.begin() + w1), y(b.begin() + w0, b.begin() + w1);
+    std::sort(x.begin(), x.end());
+    std::sort(y.begin(), y.end());
+    ASSERT_EQ(x, y) << "window at " << w0;
+  }
+  auto waste = [&](const std::vector<uint32_t>& o) {
+    size_t pad = 0;
+    for (size_t i = 0; i + 8 <= o.size(); i += 8) {
+      size_t mx = 0, mn = SIZE_MAX;
+      for (size_t j = i; j < i + 8; ++j) mx = std::max(mx, len[o[j]]), mn = std::min(mn, len[o[j]]);
+      pad += mx - mn;
+    }
+    return pad;
+  };
+  EXPECT_LT(waste(b) * 5, waste(order)) << "batches of similar length";
+  EXPECT_NE(b, train::bucket_by_length(order, len, 8, 16, 12)) << "the batch order is shuffled by the seed";
+  EXPECT_THROW(train::bucket_by_length(order, len, 0, 16, 1), Error);
+}
+
 // ------------------------------------------------------------------ training runs
 
 const char* kAnswers[][2] = {

@@ -268,6 +268,27 @@ std::vector<uint32_t> permutation(uint32_t n, uint64_t seed) {
   return p;
 }
 
+std::vector<uint32_t> bucket_by_length(std::vector<uint32_t> order, const std::vector<size_t>& length,
+                                       int64_t batch, int64_t window, uint64_t seed) {
+  if (batch < 1 || window < 1) throw Error("bucket_by_length: batch and window must be >= 1");
+  Rng rng(seed);
+  const size_t span = static_cast<size_t>(batch * window);
+  for (size_t w0 = 0; w0 < order.size(); w0 += span) {
+    const auto first = order.begin() + static_cast<std::ptrdiff_t>(w0);
+    const auto last = order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), w0 + span));
+    std::stable_sort(first, last, [&](uint32_t a, uint32_t b) { return length.at(a) < length.at(b); });
+    // Shuffle whole batches of the window (a short last batch stays last).
+    const size_t n_full = static_cast<size_t>(last - first) / static_cast<size_t>(batch);
+    for (size_t i = n_full; i > 1; --i) {
+      const size_t j = rng.below(i);
+      if (j + 1 == i) continue;
+      std::swap_ranges(first + static_cast<std::ptrdiff_t>((i - 1) * batch),
+                       first + static_cast<std::ptrdiff_t>(i * batch), first + static_cast<std::ptrdiff_t>(j * batch));
+    }
+  }
+  return order;
+}
+
 // ------------------------------------------------------------------ augmentation
 
 Image flip_horizontal(const Image& img) {

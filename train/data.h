@@ -91,6 +91,15 @@ class Rng {
 // A permutation of 0..n-1 (Fisher–Yates) from a seed.
 std::vector<uint32_t> permutation(uint32_t n, uint64_t seed);
 
+// Length bucketing: a batch is padded to its longest sequence, so mixing a
+// 900-token conversation with 150-token ones wastes most of a step. Takes an
+// order (a permutation) and, window by window (`window` batches of `batch`
+// consecutive entries), sorts the window by `length`, cuts it into batches
+// and shuffles the batches (seeded). The result is a permutation of the same
+// entries; the samples of each window stay in that window.
+std::vector<uint32_t> bucket_by_length(std::vector<uint32_t> order, const std::vector<size_t>& length,
+                                       int64_t batch, int64_t window, uint64_t seed);
+
 // ------------------------------------------------------------------ augmentation
 
 struct AugmentOptions {

@@ -55,6 +55,7 @@ struct TrainOptions {
   double lr = 1e-4, min_lr = 0, weight_decay = 0.05, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   int64_t warmup = 0;  // linear warmup steps, then cosine to min_lr
   int64_t batch = 8, epochs = 0, steps = 0;  // steps wins when both are set
+  int64_t bucket = 0;  // step1/step2: batches drawn from windows of this many batches sorted by length (0 = off)
   double clip = 0;                            // max gradient norm (0 = off)
   double label_smoothing = 0;                 // pretrain-vit
   bool logit_adjust = false;                  // pretrain-vit: add log class priors to the logits in the loss

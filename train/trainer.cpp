@@ -462,6 +462,23 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
       std::to_string(at::get_num_threads()) + " threads" + (o.bf16 ? ", bf16 autocast" : ", fp32"));
   if (resuming) log("resuming at step " + std::to_string(start_step) + " from " + o.resume);
 
+  // Sequence lengths for --bucket, estimated from the text: LLaMA's tokenizer
+  // gives ~1 token per 4 ASCII bytes and ~1 per 2 bytes of CJK, so non-ASCII
+  // bytes count double. Close enough to sort by.
+  std::vector<size_t> lengths;
+  if (o.bucket < 0) throw Error("train: --bucket must be >= 0");
+  if (o.bucket > 0 && is_alignment(stage)) {
+    auto weight = [](const std::string& t) {
+      size_t n = t.size();
+      for (unsigned char c : t) n += c >= 0x80;
+      return n;
+    };
+    for (const auto& s : train_set.samples) {
+      size_t n = weight(s.question) + weight(s.text);
+      for (const auto& [q, a] : s.history) n += weight(q) + weight(a);
+      lengths.push_back(n);
+    }
+  }
   // One sample position (step·B + j) → dataset index, by per-epoch permutations.
   std::map<int64_t, std::vector<uint32_t>> perms;
   auto index_of = [&](int64_t pos) {
@@ -469,7 +486,9 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
     auto it = perms.find(epoch);
     if (it == perms.end()) {
       if (perms.size() > 2) perms.erase(perms.begin());
-      it = perms.emplace(epoch, permutation(static_cast<uint32_t>(n_items), mix_seed(o.seed, 0x5eed, epoch))).first;
+      auto order = permutation(static_cast<uint32_t>(n_items), mix_seed(o.seed, 0x5eed, epoch));
+      if (!lengths.empty()) order = bucket_by_length(std::move(order), lengths, o.batch, o.bucket, mix_seed(o.seed, 0xb0c4e7, epoch));
+      it = perms.emplace(epoch, std::move(order)).first;
     }
     return static_cast<int64_t>(it->second[static_cast<size_t>(pos % n_items)]);
   };

@@ -373,6 +373,28 @@ function download(name, text, type) {
 function exportJson() {
   if (current) download('skingpt-case-' + current.case_id + '.json', JSON.stringify(current, null, 2), 'application/json');
 }
+// The server renders the printable report (photo inlined, a signature block
+// while it is a draft); it is printed from a hidden frame, so the API key
+// travels with the fetch and the page stays under this origin's CSP.
+async function printReport() {
+  if (!current) return;
+  try {
+    const html = await (await api('GET', '/api/consultations/' + current.case_id + '/print')).text();
+    let frame = $('print-frame');
+    if (!frame) {
+      frame = document.createElement('iframe');
+      frame.id = 'print-frame';
+      frame.className = 'print-frame';
+      frame.title = 'print';
+      document.body.appendChild(frame);
+    }
+    frame.onload = () => frame.contentWindow.print();
+    frame.srcdoc = html;
+  } catch (e) {
+    alert(e.message);
+  }
+}
+
 async function exportFhir() {
   if (!current) return;
   try {
@@ -430,7 +452,7 @@ function init() {
   $('chat-form').addEventListener('submit', sendFollowUp);
   $('review-form').addEventListener('submit', saveReview);
   $('search-form').addEventListener('submit', loadCases);
-  $('print').addEventListener('click', () => window.print());
+  $('print').addEventListener('click', printReport);
   $('export').addEventListener('click', exportJson);
   $('export-fhir').addEventListener('click', exportFhir);
   $('delete').addEventListener('click', deleteCase);

@@ -161,7 +161,7 @@ int cmd_eval(int argc, char** argv) {
     std::vector<clinic::LabelRow> labels;
     for (const auto& row : scores.rows) labels.push_back(row.label);
     r.answers = check_answers(model, cat, cal ? *cal : clinic::Calibration{}, labels, lang, static_cast<int>(threads),
-                              answers < 0 ? 0 : answers, answer_temp);
+                              answers < 0 ? 0 : answers, answer_temp, (fs::path(out_dir) / "answers.csv").string());
   }
   r.seconds = seconds;
   r.scores_file = scores_out;
@@ -179,8 +179,8 @@ int cmd_eval(int argc, char** argv) {
     std::fputs(json_text.c_str(), stdout);
   } else {
     std::fputs(clinic::eval_text(r).c_str(), stdout);
-    std::printf("\nWrote %s/{%smetrics.json, reliability.png, confusion.png, report.html}\n", out_dir.c_str(),
-                scores_out.empty() ? "" : "scores.csv, ");
+    std::printf("\nWrote %s/{%s%smetrics.json, reliability.png, confusion.png, report.html}\n", out_dir.c_str(),
+                scores_out.empty() ? "" : "scores.csv, ", r.answers ? "answers.csv, " : "");
   }
   return 0;
 }

@@ -152,6 +152,9 @@ int cmd_train(int argc, char** argv) {
   a.option("--question", &o.question, "question for rows without one");
   a.option("--questions", &o.questions_file, "file of questions, one per line; each sample draws one at random");
   a.option("--max-text-tokens", &o.max_text_tokens, "answer tokens kept per sample (0 = all)");
+  a.option("--bucket", &o.bucket,
+           "step1/step2: draw batches from windows of N batches sorted by length, so long conversations "
+           "are padded together (0 = off)");
   a.option("--seq-len", &o.seq_len, "pretrain-llm: tokens per training sequence");
   a.option("--init", &init, "start from MODEL_DIR, a .gguf or a checkpoint; several, comma-separated, apply in order");
   a.option("--resume", &o.resume, "continue a run from its checkpoint.pt (same options otherwise)");

@@ -81,7 +81,8 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
 
 clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
                                   const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
-                                  clinic::Language lang, int threads, int64_t limit, float temperature) {
+                                  clinic::Language lang, int threads, int64_t limit, float temperature,
+                                  const std::string& csv_path) {
   if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
   auto model = SkinGptModel::load(model_dir);
   ThreadPool pool(threads);
@@ -92,6 +93,7 @@ clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Ca
   const size_t n = limit > 0 ? std::min(rows.size(), static_cast<size_t>(limit)) : rows.size();
   clinic::AnswerCheck out;
   out.temperature = temperature;
+  std::string csv = "image_id,dx,top_scored,named,features_stated,features_agreed,answer\n";
   Progress bar("answers", n, "images");
   for (size_t i = 0; i < n; ++i) {
     const clinic::Report r = consultant.consult(decode_image(rows[i].image_path), {}, lang, opt, rows[i].image);
@@ -110,8 +112,13 @@ clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Ca
     const auto agree = clinic::concept_agreement(r.answers[0].answer, r.lesion, lang);
     out.features_stated += agree.stated();
     out.features_agreed += agree.agreed();
+    csv += clinic::csv_field(rows[i].image_id) + ',' + clinic::csv_field(rows[i].dx) + ',' +
+           cat[r.differential.ranked[top_raw].index].id + ',' + (named ? cat[*named].id : std::string()) + ',' +
+           std::to_string(agree.stated()) + ',' + std::to_string(agree.agreed()) + ',' +
+           clinic::csv_field(r.answers[0].answer) + '\n';
   }
   bar.finish();
+  if (!csv_path.empty()) write_file(csv_path, csv);
   return out;
 }
 

@@ -34,10 +34,13 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
 // 0) and reads each answer back (clinic/answer_check.h): does it name the
 // model's top-scored condition, and do its stated features match the
 // measurement? `cal` is the calibration the report would use; answers are
-// sampled at `temperature` (0 = greedy) with top-p 0.9, seed 0.
+// sampled at `temperature` (0 = greedy) with top-p 0.9, seed 0. With
+// `csv_path`, writes one row per image (image_id, dx, top_scored, named,
+// features stated/agreed, answer) for reading the answers themselves.
 clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
                                   const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
-                                  clinic::Language lang, int threads, int64_t limit, float temperature);
+                                  clinic::Language lang, int threads, int64_t limit, float temperature,
+                                  const std::string& csv_path = "");
 
 // A scores file reordered to the catalogue (columns matched by condition id);
 // a file for other conditions is an error. Rows filtered to `split` unless empty.

@@ -207,6 +207,11 @@ Report Consultant::consult(const Image& img, const PatientInfo& patient, Languag
   return r;
 }
 
+const std::vector<float>& Consultant::image_embeddings() const {
+  static const std::vector<float> none;
+  return conv_ ? conv_->image_embeddings() : none;
+}
+
 std::string find_model_dir(const std::string& explicit_dir, const std::string& exe_path) {
   auto complete = [](const fs::path& d) {
     std::error_code ec;

@@ -121,6 +121,10 @@ class Consultant {
   const Catalogue& catalogue() const { return cat_; }
   const Calibration& calibration() const { return cal_; }
   int64_t image_encodes() const { return encodes_; }  // total vision-encoder runs (for tests)
+  // The image embeddings of the last consultation (empty before the first):
+  // a caller that continues the case later (follow-up questions) keeps them
+  // instead of running the vision encoder on the photo again.
+  const std::vector<float>& image_embeddings() const;
 
  private:
   const SkinGptModel& m_;

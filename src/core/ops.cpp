@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/cpu.h"
+#include "core/quant.h"
 #include "core/vector_math.h"
 
 namespace sg::ops {
@@ -70,6 +71,23 @@ float dot(const float* a, const float* b, int64_t n) {
 
 void axpy(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+float dot_f16(const float* a, const uint16_t* b, int64_t n) {
+  if (cpu_features().has_avx2_path()) return dot_f16_avx2(a, b, n);
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * f16_to_f32(b[i]);
+  return s;
+}
+
+void axpy_f16(float* y, float a, const uint16_t* x, int64_t n) {
+  if (cpu_features().has_avx2_path()) return axpy_f16_avx2(y, a, x, n);
+  for (int64_t i = 0; i < n; ++i) y[i] += a * f16_to_f32(x[i]);
+}
+
+void to_f16(const float* x, uint16_t* y, int64_t n) {
+  if (cpu_features().has_avx2_path()) return to_f16_avx2(x, y, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = f32_to_f16(x[i]);
 }
 
 void rope_table(int64_t pos, int64_t rope_dim, float theta, float* cos_out, float* sin_out) {

@@ -22,6 +22,11 @@ float exp_approx(float x);
 void add(float* y, const float* x, int64_t n);                         // y += x
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float* y, float a, const float* x, int64_t n);               // y += a·x
+// The same with x stored as IEEE half (an F16 KV cache); to_f16 rounds to
+// nearest even. F16C lanes when the CPU has them.
+float dot_f16(const float* a, const uint16_t* b, int64_t n);
+void axpy_f16(float* y, float a, const uint16_t* x, int64_t n);
+void to_f16(const float* x, uint16_t* y, int64_t n);
 
 // RoPE tables for one position: cos/sin of pos·θ^(−2i/rope_dim), i < rope_dim/2,
 // in the same float32 steps as Hugging Face's LlamaRotaryEmbedding.

@@ -16,6 +16,9 @@ using i32x8 = int32_t __attribute__((vector_size(32)));
 
 void gelu_erf_avx2(float* x, int64_t n);               // ops_avx2.cpp
 void exp_shifted_avx2(float* x, int64_t n, float shift);
+float dot_f16_avx2(const float* a, const uint16_t* b, int64_t n);  // F16C
+void axpy_f16_avx2(float* y, float a, const uint16_t* x, int64_t n);
+void to_f16_avx2(const float* x, uint16_t* y, int64_t n);
 
 namespace lanes {
 

@@ -123,13 +123,34 @@ uint64_t LlamaModel::weight_bytes_per_token() const {
   return total;
 }
 
-LlamaContext::LlamaContext(const LlamaModel& model, int64_t n_ctx, ThreadPool& pool)
+std::optional<KvType> kv_type_from_name(std::string_view name) {
+  if (name == "auto") return KvType::Auto;
+  if (name == "f32") return KvType::F32;
+  if (name == "f16") return KvType::F16;
+  return std::nullopt;
+}
+
+LlamaContext::LlamaContext(const LlamaModel& model, int64_t n_ctx, ThreadPool& pool, KvType kv)
     : m_(model), pool_(pool), n_ctx_(n_ctx) {
   const auto& c = m_.config();
   if (n_ctx < 1 || n_ctx > (1 << 20)) throw Error("context size must be in 1..1048576");
-  k_cache_.assign(static_cast<size_t>(c.n_layers * n_ctx * c.kv_dim()), 0.0f);
-  v_cache_.assign(k_cache_.size(), 0.0f);
+  const size_t n = static_cast<size_t>(c.n_layers * n_ctx * c.kv_dim());
+  if (kv == KvType::Auto) kv = 2 * n * sizeof(float) > (size_t{256} << 20) ? KvType::F16 : KvType::F32;
+  kv_f16_ = kv == KvType::F16;
+  // new T[n] leaves the memory unwritten: pages are only taken as positions fill.
+  if (kv_f16_) {
+    k_f16_.reset(new uint16_t[n]);
+    v_f16_.reset(new uint16_t[n]);
+  } else {
+    k_f32_.reset(new float[n]);
+    v_f32_.reset(new float[n]);
+  }
   scores_.assign(static_cast<size_t>(pool.size() * n_ctx), 0.0f);
+}
+
+uint64_t LlamaContext::kv_bytes() const {
+  const auto& c = m_.config();
+  return 2ull * static_cast<uint64_t>(c.n_layers * n_ctx_ * c.kv_dim()) * (kv_f16_ ? 2 : 4);
 }
 
 void LlamaContext::ensure_batch(int64_t n) {
@@ -159,8 +180,7 @@ void LlamaContext::eval_tokens(std::span<const int32_t> ids, bool all_logits) {
 void LlamaContext::attention(int64_t layer, int64_t n) {
   const auto& c = m_.config();
   const int64_t hd = c.head_dim(), kvd = c.kv_dim(), group = c.n_heads / c.n_kv_heads;
-  const float* kc = k_cache_.data() + layer * n_ctx_ * kvd;
-  const float* vc = v_cache_.data() + layer * n_ctx_ * kvd;
+  const size_t base = static_cast<size_t>(layer * n_ctx_ * kvd);
   const float norm = std::sqrt(static_cast<float>(hd));  // divide, as the reference does
   pool_.parallel_for(n * c.n_heads, [&](int64_t begin, int64_t end, int thread) {
     float* sc = scores_.data() + thread * n_ctx_;
@@ -168,11 +188,18 @@ void LlamaContext::attention(int64_t layer, int64_t n) {
       const int64_t t = w / c.n_heads, h = w % c.n_heads, kvh = h / group;
       const int64_t len = n_past_ + t + 1;
       const float* q = q_.data() + t * c.dim + h * hd;
-      for (int64_t p = 0; p < len; ++p) sc[p] = ops::dot(q, kc + p * kvd + kvh * hd, hd) / norm;
-      ops::softmax(sc, len);
+      const size_t off = base + static_cast<size_t>(kvh * hd);
       float* out = att_.data() + t * c.dim + h * hd;
       std::fill(out, out + hd, 0.0f);
-      for (int64_t p = 0; p < len; ++p) ops::axpy(out, sc[p], vc + p * kvd + kvh * hd, hd);
+      if (kv_f16_) {
+        for (int64_t p = 0; p < len; ++p) sc[p] = ops::dot_f16(q, k_f16_.get() + off + p * kvd, hd) / norm;
+        ops::softmax(sc, len);
+        for (int64_t p = 0; p < len; ++p) ops::axpy_f16(out, sc[p], v_f16_.get() + off + p * kvd, hd);
+      } else {
+        for (int64_t p = 0; p < len; ++p) sc[p] = ops::dot(q, k_f32_.get() + off + p * kvd, hd) / norm;
+        ops::softmax(sc, len);
+        for (int64_t p = 0; p < len; ++p) ops::axpy(out, sc[p], v_f32_.get() + off + p * kvd, hd);
+      }
     }
   });
 }
@@ -204,10 +231,14 @@ void LlamaContext::eval_embeddings(const float* embd, int64_t n, bool all_logits
       for (int64_t h = 0; h < c.n_heads; ++h) ops::rope_interleaved(&q_[t * dim + h * hd], c.rope_dim, cs, sn);
       for (int64_t h = 0; h < c.n_kv_heads; ++h) ops::rope_interleaved(&k_[t * kvd + h * hd], c.rope_dim, cs, sn);
     }
-    float* kc = k_cache_.data() + (li * n_ctx_ + n_past_) * kvd;
-    float* vc = v_cache_.data() + (li * n_ctx_ + n_past_) * kvd;
-    std::memcpy(kc, k_.data(), sizeof(float) * n * kvd);
-    std::memcpy(vc, v_.data(), sizeof(float) * n * kvd);
+    const size_t at = static_cast<size_t>((li * n_ctx_ + n_past_) * kvd);
+    if (kv_f16_) {
+      ops::to_f16(k_.data(), k_f16_.get() + at, n * kvd);
+      ops::to_f16(v_.data(), v_f16_.get() + at, n * kvd);
+    } else {
+      std::memcpy(k_f32_.get() + at, k_.data(), sizeof(float) * n * kvd);
+      std::memcpy(v_f32_.get() + at, v_.data(), sizeof(float) * n * kvd);
+    }
     attention(li, n);
     matmul(l.wo, att_.data(), n, xn_.data(), pool_);
     ops::add(x_.data(), xn_.data(), n * dim);

@@ -125,6 +125,10 @@ void Engine::cache(const std::string& id, std::vector<float> emb) {
   }
 }
 
+void Engine::remember_case(const std::string& id, std::vector<float> image_embeddings) {
+  if (!image_embeddings.empty()) cache(id, std::move(image_embeddings));
+}
+
 void Engine::forget_case(const std::string& id) {
   std::lock_guard lk(mu_);
   if (auto it = lru_index_.find(id); it != lru_index_.end()) {
@@ -153,6 +157,7 @@ ModelWorker::Consultation ModelWorker::consult(const Image& img, const clinic::P
   out.report.image_name = "";
   out.report_json = clinic::render_json(out.report);
   out.assessed = out.report.assessed;
+  if (out.assessed) out.image_embeddings = c->image_embeddings();
   if (out.assessed && !out.report.differential.ranked.empty()) {
     const auto& top = out.report.differential.ranked.front();
     out.top_id = top.id;

@@ -84,6 +84,7 @@ class ModelWorker {
     std::string top_id, top_name;
     double top_probability = 0;
     clinic::Report report;  // catalogue pointer valid while the engine lives
+    std::vector<float> image_embeddings;  // for the case's follow-ups (Engine::remember_case)
   };
   Consultation consult(const Image& img, const clinic::PatientInfo& p, clinic::Language lang);
 
@@ -127,6 +128,9 @@ class Engine {
   std::string model_name() const { return model_name_; }
   EngineStats stats() const;
   void forget_case(const std::string& id);  // drops cached state of a deleted case
+  // Keeps a new case's image embeddings, so its first follow-up does not run
+  // the vision encoder again (bounded by EngineOptions::cached_cases).
+  void remember_case(const std::string& id, std::vector<float> image_embeddings);
 
  private:
   friend class ModelWorker;

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "formats/image.h"
 #include "server/assets.h"
+#include "server/print_page.h"
 #include "server/util.h"
 
 namespace sg::server {
@@ -626,7 +627,7 @@ void HttpServer::Impl::routes() {
     };
   };
   http.Get("/", asset("/index.html"));
-  for (const char* p : {"/index.html", "/app.js", "/style.css"}) http.Get(p, asset(p));
+  for (const Asset& a : all_assets()) http.Get(a.path, asset(a.path));
 
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     send_json(res, 200, ordered_json{{"status", "ok"}, {"model", engine->model_name()}});
@@ -705,6 +706,16 @@ void HttpServer::Impl::routes() {
     res.status = 200;
     res.set_content(fhir_report(*r, engine->catalogue()).dump(-1, ' ', false, ordered_json::error_handler_t::replace),
                     "application/fhir+json; charset=utf-8");
+  }));
+  // The printable report (server-rendered, photo inlined; the web app prints it from an iframe).
+  http.Get(id_re + "/print", wrap([this](const httplib::Request& req, httplib::Response& res) {
+    const auto r = store->get_case(req.matches[1]);
+    if (!r) fail(404, "no such case");
+    const auto img = store->image(r->summary.id);
+    store->audit(actor(req), "print", r->summary.id, "");
+    res.status = 200;
+    res.set_content(print_page(case_view(*r, engine->catalogue()), img ? *img : std::vector<uint8_t>{}),
+                    "text/html; charset=utf-8");
   }));
   http.Post(id_re + "/messages", wrap([this](const auto& q, auto& r) { follow_up(q, r); }));
   http.Post(id_re + "/review", wrap([this](const auto& q, auto& r) { review(q, r); }));
@@ -1019,6 +1030,7 @@ void HttpServer::Impl::create_consultation(const httplib::Request& req, httplib:
   n.image_width = shared_img->width;
   n.image_height = shared_img->height;
   const std::string id = store->create_case(n, actor(req));  // committed before we answer
+  engine->remember_case(id, std::move(c.image_embeddings));
   const auto r = store->get_case(id);
   if (!r) fail(500, "the case was not stored");
   res.set_header("Location", "/api/consultations/" + id);

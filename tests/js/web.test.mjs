@@ -69,6 +69,20 @@ try {
   assert.match(fhirDownload.suggestedFilename(), /\.fhir\.json$/);
   console.log('ok - FHIR export downloaded');
 
+  // The printable report, rendered by the server into a frame (window.print
+  // is a no-op in headless chromium); its stylesheet loads under the CSP.
+  await page.evaluate(() => { window.print = () => { window.__printed = true; }; });
+  await page.click('#print');
+  await page.waitForFunction(() => {
+    const f = document.querySelector('#print-frame');
+    const body = f && f.contentDocument && f.contentDocument.body;
+    return !!body && /Dr\. Playwright/.test(body.textContent);
+  });
+  const printed = await page.frameLocator('#print-frame').locator('h1').textContent();
+  assert.match(printed, /Skin consultation report/);
+  assert.ok(await page.frameLocator('#print-frame').locator('figure img').count() === 1, 'photo on the printout');
+  console.log('ok - printable report rendered');
+
   await page.click('#nav-cases');
   await page.fill('#search', 'shoulder');
   await page.click('#search-form button');
