@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "clinic/language.h"
 #include "core/error.h"
 
 namespace sg::clinic {
@@ -453,19 +454,7 @@ std::string base64(const std::vector<uint8_t>& in) {
 }
 
 namespace {
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
+std::string esc(const std::string& s) { return html_escape(s); }
 }  // namespace
 
 std::string eval_html(const EvalResult& r, const std::vector<uint8_t>& reliability_png,

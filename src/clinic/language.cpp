@@ -51,4 +51,19 @@ std::string valid_utf8(const std::string& s) {
   return o;
 }
 
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : valid_utf8(s)) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      case '\'': o += "&#39;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
 }  // namespace sg::clinic

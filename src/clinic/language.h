@@ -15,6 +15,9 @@ Language parse_language(const std::string& s);
 // The text with every invalid UTF-8 sequence replaced by U+FFFD (model
 // output can end inside a multi-byte character).
 std::string valid_utf8(const std::string& s);
+// The text for HTML (content or a quoted attribute): valid_utf8, then & < > " '
+// as entities.
+std::string html_escape(const std::string& s);
 
 // A text in every supported language.
 struct LocalText {

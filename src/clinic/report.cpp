@@ -579,19 +579,7 @@ std::string render_json(const Report& r) {
 
 namespace {
 
-std::string esc(const std::string& s0) {
-  const std::string s = valid_utf8(s0);
-  std::string o;
-  for (char c : s) switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += c;
-    }
-  return o;
-}
+std::string esc(const std::string& s) { return html_escape(s); }
 
 std::string paras(const std::string& s) {
   if (s.empty()) return "<p>-</p>";

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "clinic/language.h"
 #include "server/util.h"
 
 namespace sg::server {
@@ -11,21 +12,7 @@ using nlohmann::ordered_json;
 
 namespace {
 
-std::string esc(const std::string& s) {
-  std::string o;
-  o.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
+std::string esc(const std::string& s) { return clinic::html_escape(s); }
 
 // A string field of `j`, "" when absent or not a string (the stored report is
 // data from an older build at worst; a missing field prints as empty).
