@@ -176,15 +176,6 @@ std::string pct(double p) {
   return b;
 }
 
-std::string now_iso() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return b;
-}
-
 const char* malignancy_label(Malignancy m, Language lang) {
   const Labels& l = L(lang);
   return m == Malignancy::Malignant ? l.malignant : m == Malignancy::Premalignant ? l.premalignant : l.benign;
@@ -486,7 +477,7 @@ std::string render_json(const Report& r) {
   j["status"] = "draft_awaiting_clinician_review";
   j["status_text"] = status_text(lang);
   j["language"] = language_code(lang);
-  j["created"] = now_iso();
+  j["created"] = now_iso8601();
   j["image"] = {{"name", valid_utf8(r.image_name)}, {"width", r.image_width}, {"height", r.image_height}};
   ordered_json p;
   p["age"] = r.patient.age ? ordered_json(*r.patient.age) : ordered_json(nullptr);
@@ -734,9 +725,18 @@ std::string render_html(const Report& r, const Image* photo) {
       esc(disclaimer_text(r.language)) + "<br><strong>" + esc(l.status) + (ja ? "：" : ": ") + "</strong>" +
       esc(status_text(r.language)) + "</div>\n");
   add("<p class=\"meta\">" + esc(l.model) + ": " + esc(r.model_name.empty() ? "-" : r.model_name) + " · " +
-      esc(l.catalogue) + ": " + esc(catalogue_label(r)) + " · " + esc(l.created) + ": " + now_iso() + "</p>\n");
+      esc(l.catalogue) + ": " + esc(catalogue_label(r)) + " · " + esc(l.created) + ": " + now_iso8601() + "</p>\n");
   add("</body>\n</html>\n");
   return h;
+}
+
+std::string now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return b;
 }
 
 }  // namespace sg::clinic

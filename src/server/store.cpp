@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include "clinic/report.h"
 #include "core/error.h"
 #include "server/util.h"
 
@@ -222,7 +223,7 @@ int Store::schema_version() {
 void Store::audit_locked(const std::string& actor, const std::string& action, const std::string& case_id,
                          const std::string& detail) {
   Stmt(db_, "INSERT INTO audit_log(at, actor, action, case_id, detail) VALUES (?,?,?,?,?)")
-      .bind(1, now_iso8601())
+      .bind(1, clinic::now_iso8601())
       .bind(2, actor)
       .bind(3, action)
       .bind(4, case_id)
@@ -246,7 +247,7 @@ std::string Store::create_case(const NewCase& c, const std::string& actor) {
        "INSERT INTO cases(id, created, language, age, sex, site, history, assessed, top_id, top_name, "
        "top_probability) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
       .bind(1, id)
-      .bind(2, now_iso8601())
+      .bind(2, clinic::now_iso8601())
       .bind(3, c.language)
       .bind(4, c.age)
       .bind(5, c.sex)
@@ -368,7 +369,7 @@ bool Store::add_exchange(const std::string& id, const std::string& question, con
     s.bind(1, id);
     if (!s.step()) return false;
   }
-  const std::string now = now_iso8601();
+  const std::string now = clinic::now_iso8601();
   for (const auto& [role, text] : {std::pair{"user", &question}, std::pair{"assistant", &answer}})
     Stmt(db_, "INSERT INTO messages(case_id, role, content, created) VALUES (?,?,?,?)")
         .bind(1, id)
@@ -395,7 +396,7 @@ bool Store::add_review(const std::string& id, const Review& r, const std::string
       .bind(3, r.diagnosis_id)
       .bind(4, r.notes)
       .bind(5, r.reviewer)
-      .bind(6, now_iso8601())
+      .bind(6, clinic::now_iso8601())
       .step();
   audit_locked(actor, "review", id, r.decision + " " + r.diagnosis_id);
   t.commit();

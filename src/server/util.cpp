@@ -172,15 +172,6 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-std::string now_iso8601() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 bool is_loopback_host(const std::string& host) {
   if (host == "localhost") return true;
   in_addr a4{};

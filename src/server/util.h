@@ -1,5 +1,5 @@
 // Small helpers of the HTTP layer: base64, data: URIs, random case ids,
-// constant-time comparison, UTF-8 checks, timestamps. No model, no HTTP.
+// constant-time comparison, UTF-8 checks. No model, no HTTP.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -34,7 +34,6 @@ bool is_case_id(std::string_view s);
 bool constant_time_equal(std::string_view given, std::string_view expected);
 
 bool valid_utf8(std::string_view s);
-std::string now_iso8601();  // "2026-11-28T01:02:03Z"
 
 // Loopback: 127.0.0.0/8, ::1, "localhost".
 bool is_loopback_host(const std::string& host);
