@@ -39,17 +39,20 @@ await check('text question, not streamed', async () => {
   assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
 });
 
+// One question about the example photo, as OpenAI clients send it.
+const imageQuestion = [{
+  role: 'user',
+  content: [
+    { type: 'text', text: 'Could you describe the skin disease in this image for me?' },
+    { type: 'image_url', image_url: { url: image } },
+  ],
+}];
+
 let plain;
 await check('image question, not streamed', async () => {
   const r = await client.chat.completions.create({
     model,
-    messages: [{
-      role: 'user',
-      content: [
-        { type: 'text', text: 'Could you describe the skin disease in this image for me?' },
-        { type: 'image_url', image_url: { url: image } },
-      ],
-    }],
+    messages: imageQuestion,
     max_tokens: 8,
     temperature: 0,
   });
@@ -61,13 +64,7 @@ await check('image question, not streamed', async () => {
 await check('image question, streamed', async () => {
   const stream = await client.chat.completions.create({
     model,
-    messages: [{
-      role: 'user',
-      content: [
-        { type: 'text', text: 'Could you describe the skin disease in this image for me?' },
-        { type: 'image_url', image_url: { url: image } },
-      ],
-    }],
+    messages: imageQuestion,
     max_tokens: 8,
     temperature: 0,
     stream: true,
