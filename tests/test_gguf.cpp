@@ -19,6 +19,7 @@
 namespace fs = std::filesystem;
 using sg::DType;
 using sg::gguf::File;
+using sg::gguf::Residency;
 using sg::gguf::TensorInfo;
 using sg::gguf::Value;
 using sg::gguf::ValueType;
@@ -259,6 +260,24 @@ TEST(Gguf, RoundTripTensors) {
   const auto& t0 = f->tensors()[0];
   for (uint64_t i = f->data_offset() + t0.nbytes; i < f->data_offset() + f->tensors()[1].offset; ++i)
     EXPECT_EQ(bytes[i], '\0');
+}
+
+TEST(Gguf, LoadedAndMappedFilesHoldTheSameBytes) {
+  sg::test::TempDir dir;
+  const std::string path = (dir / "t.gguf").string();
+  write_specs(path, 32, false);
+  auto mapped = File::open(path, Residency::Map);
+  auto loaded = File::open(path, Residency::Load);
+  EXPECT_EQ(mapped->residency(), Residency::Map);
+  EXPECT_EQ(loaded->residency(), Residency::Load);
+  check_specs(*loaded, 32);
+  ASSERT_EQ(loaded->tensors().size(), mapped->tensors().size());
+  for (size_t i = 0; i < loaded->tensors().size(); ++i) {
+    const auto& t = loaded->tensors()[i];
+    EXPECT_NE(loaded->tensor_data(t), mapped->tensor_data(mapped->tensors()[i]));  // a copy, not the mapping
+    EXPECT_EQ(std::memcmp(loaded->tensor_data(t), mapped->tensor_data(mapped->tensors()[i]), t.nbytes), 0) << t.name;
+  }
+  EXPECT_EQ(loaded->metadata(), mapped->metadata());
 }
 
 TEST(Gguf, RoundTripAlignment64AndChunkedWritesMatch) {
@@ -504,6 +523,7 @@ TEST(Gguf, EveryTruncationIsAnError) {
     const std::string prefix = full.substr(0, n);
     write_file(cut, prefix);
     EXPECT_THROW(File::open(cut), sg::Error) << "prefix of " << n << " bytes";
+    EXPECT_THROW(File::open(cut, Residency::Load), sg::Error) << "prefix of " << n << " bytes (loaded)";
     std::vector<uint8_t> mem(prefix.begin(), prefix.end());
     EXPECT_THROW(File::open_memory(mem.data(), mem.size(), "mem"), sg::Error) << "prefix of " << n << " bytes";
   }

@@ -216,12 +216,15 @@ TEST(TrainData, TrainingPromptIsTheConversationPrompt) {
 }
 
 TEST(TrainData, CsvAugmentAndRandomness) {
-  const auto t = train::parse_csv("image,text\r\na.jpg,\"x, \"\"y\"\"\nz\"\n\nb.jpg,w\n", "t.csv");
+  // Training CSVs use the clinic layer's parser: quoted commas, quotes and
+  // newlines; errors for ragged rows and open quotes.
+  const auto t = clinic::parse_csv("image,text\r\na.jpg,\"x, \"\"y\"\"\nz\"\nb.jpg,w\n\n", "t.csv");
   ASSERT_EQ(t.rows.size(), 2u);
   EXPECT_EQ(t.rows[0][1], "x, \"y\"\nz");
   EXPECT_EQ(t.rows[1][0], "b.jpg");
-  EXPECT_THROW(train::parse_csv("a,b\n1\n", "bad.csv"), Error);
-  EXPECT_THROW(train::parse_csv("a\n\"open\n", "bad.csv"), Error);
+  EXPECT_EQ(t.lines[1], 4);
+  EXPECT_THROW(clinic::parse_csv("a,b\n1\n", "bad.csv"), Error);
+  EXPECT_THROW(clinic::parse_csv("a\n\"open\n", "bad.csv"), Error);
 
   Image img;
   img.width = 40;

@@ -16,89 +16,6 @@
 
 namespace sg::train {
 
-// ------------------------------------------------------------------ CSV
-
-int CsvTable::column(const std::string& name) const {
-  for (size_t i = 0; i < header.size(); ++i)
-    if (header[i] == name) return static_cast<int>(i);
-  return -1;
-}
-
-CsvTable parse_csv(const std::string& text, const std::string& name) {
-  CsvTable t;
-  size_t i = 0, line = 1;
-  if (text.rfind("\xEF\xBB\xBF", 0) == 0) i = 3;
-  std::vector<std::string> row;
-  std::string field;
-  bool any = false;  // the current row has content
-  auto end_row = [&]() {
-    row.push_back(std::move(field));
-    field.clear();
-    if (t.header.empty()) {
-      t.header = std::move(row);
-    } else if (!(row.size() == 1 && row[0].empty())) {  // blank lines are skipped
-      if (row.size() != t.header.size())
-        throw Error(name + ":" + std::to_string(line) + ": " + std::to_string(row.size()) + " fields, the header has " +
-                    std::to_string(t.header.size()));
-      t.rows.push_back(std::move(row));
-    }
-    row.clear();
-    any = false;
-  };
-  while (i < text.size()) {
-    const char c = text[i];
-    if (c == '"' && field.empty() && !any) {
-      // Quoted field.
-      ++i;
-      const size_t start_line = line;
-      for (;;) {
-        if (i >= text.size()) throw Error(name + ":" + std::to_string(start_line) + ": unterminated quoted field");
-        if (text[i] == '"') {
-          if (i + 1 < text.size() && text[i + 1] == '"') {
-            field += '"';
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        if (text[i] == '\n') ++line;
-        field += text[i++];
-      }
-      any = true;
-      if (i < text.size() && text[i] != ',' && text[i] != '\n' && text[i] != '\r')
-        throw Error(name + ":" + std::to_string(line) + ": text after a closing quote");
-      continue;
-    }
-    if (c == ',') {
-      row.push_back(std::move(field));
-      field.clear();
-      any = false;
-      ++i;
-    } else if (c == '\r' || c == '\n') {
-      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-      ++i;
-      end_row();
-      ++line;
-    } else {
-      field += c;
-      any = true;
-      ++i;
-    }
-  }
-  if (!field.empty() || !row.empty() || any) end_row();
-  if (t.header.empty()) throw Error(name + ": empty CSV (no header)");
-  return t;
-}
-
-CsvTable read_csv(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_csv(ss.str(), path);
-}
-
 std::vector<std::pair<std::string, std::string>> parse_where(const std::string& s) {
   std::vector<std::pair<std::string, std::string>> out;
   if (s.empty()) return out;
@@ -127,7 +44,7 @@ std::vector<size_t> filter_split(const CsvTable& t, const std::vector<size_t>& r
   for (size_t r : rows) {
     if (t.rows[r][cs] != derived->source) continue;
     if (t.rows[r][cl].empty())
-      throw Error(csv + ": data row " + std::to_string(r + 1) + ": split '" + name + "' is derived from '" +
+      throw Error(csv + ":" + std::to_string(t.lines[r]) + ": split '" + name + "' is derived from '" +
                   derived->source + "' by lesion_id, but this row has none");
     if (clinic::is_validation_lesion(t.rows[r][cl]) == derived->validation) out.push_back(r);
   }
@@ -189,7 +106,7 @@ Dataset load_dataset(const DataSpec& spec) {
   for (size_t i = 0; i < d.classes.size(); ++i) class_index[d.classes[i]] = static_cast<int32_t>(i);
   for (size_t r : kept) {
     const auto& row = t.rows[r];
-    const std::string where_s = spec.csv + ": data row " + std::to_string(r + 1);
+    const std::string where_s = spec.csv + ":" + std::to_string(t.lines[r]);
     Sample s;
     if (row[ci].empty()) throw Error(where_s + ": empty '" + spec.image_column + "'");
     s.image = (base / row[ci]).string();

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "clinic/labels.h"
 #include "formats/image.h"
 #include "model/skingpt.h"
 #include "text/tokenizer.h"
@@ -18,15 +19,10 @@ namespace sg::train {
 
 // ------------------------------------------------------------------ CSV
 
-struct CsvTable {
-  std::vector<std::string> header;
-  std::vector<std::vector<std::string>> rows;  // every row has header.size() fields
-  int column(const std::string& name) const;   // -1 when absent
-};
-// RFC 4180: commas, double-quoted fields with "" escapes and embedded newlines,
-// CRLF or LF. A UTF-8 BOM is skipped. Throws sg::Error "<path>:<line>: ...".
-CsvTable parse_csv(const std::string& text, const std::string& name);
-CsvTable read_csv(const std::string& path);
+// Training CSVs are read with the project's one strict RFC 4180 parser
+// (clinic/labels.h): errors name the file and line.
+using clinic::CsvTable;
+using clinic::read_csv;
 
 // ------------------------------------------------------------------ samples
 

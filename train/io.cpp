@@ -119,7 +119,7 @@ GgufSource open_gguf_source(const std::string& path) {
     } else if (arch == "llama") {
       s.llm_path = f;
       file.reset();
-      auto m = LlamaModel::load(f);
+      auto m = LlamaModel::load(f, gguf::Residency::Map);
       s.config.llm = m->config();
       s.config.parts.llm = true;
       if (m->file().find("tokenizer.ggml.model")) {

@@ -36,10 +36,11 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
+// In MB (10^6 bytes), like file_mb and kv_cache_mb, so they add up.
 double peak_rss_mb() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss / 1024.0;
+  return ru.ru_maxrss * 1024.0 / 1e6;
 }
 
 // Best-of-5 read bandwidth over a 1 GiB buffer, split across the pool. The
@@ -74,8 +75,8 @@ double read_bandwidth_gbs(ThreadPool& pool) {
 
 // Image-encode timing of a vision GGUF on a synthetic 600×450 photo:
 // preprocess (resize + normalise), ViT, Q-Former + projection; best of reps.
-int bench_vision(const std::string& path, int64_t threads, int64_t reps, bool json) {
-  auto m = VisionModel::load(path);
+int bench_vision(const std::string& path, int64_t threads, int64_t reps, bool json, gguf::Residency residency) {
+  auto m = VisionModel::load(path, residency);
   const auto& c = m->config();
   ThreadPool pool(static_cast<int>(threads));
   Image photo;
@@ -125,10 +126,10 @@ int bench_vision(const std::string& path, int64_t threads, int64_t reps, bool js
 // the consultation (quality, encode, score, four answers) `reps` times with
 // the describe defaults; prints each stage's best time.
 int bench_describe(const std::string& image, const std::string& model_dir, int64_t threads, int64_t reps,
-                   bool json) {
+                   bool json, gguf::Residency residency) {
   const std::string dir = clinic::find_model_dir(model_dir, self_exe_path());
   auto t0 = clock_type::now();
-  auto model = SkinGptModel::load(dir);
+  auto model = SkinGptModel::load(dir, residency);
   const clinic::Catalogue cat = clinic::Catalogue::resolve("", dir);
   const auto cal = clinic::find_calibration(dir, clinic::Language::En, cat, nullptr);
   const double load_ms = seconds_since(t0) * 1e3;
@@ -174,7 +175,7 @@ int bench_describe(const std::string& image, const std::string& model_dir, int64
 int cmd_bench(int argc, char** argv) {
   std::string model_path, vision_path, describe_image, model_dir;
   int64_t threads = std::thread::hardware_concurrency(), n_prompt = 128, n_gen = 64, reps = 3;
-  bool json = false;
+  bool json = false, mmap = false;
   Args a("bench",
          "Measure a llama GGUF like llama-bench: pp (a batch of prompt tokens from an empty context)\n"
          "and tg (tokens generated one at a time) in tokens/s, best of the repetitions.");
@@ -187,14 +188,17 @@ int cmd_bench(int argc, char** argv) {
   a.option("-n,--n-gen", &n_gen, "generated tokens for tg");
   a.option("-r,--repetitions", &reps, "repetitions (the best is reported)");
   a.flag("--json", &json, "print one JSON object");
+  a.flag("--mmap", &mmap, kMmapHelp);
   if (!a.parse(argc, argv)) return 0;
   if (threads < 1 || threads > 256) throw Error("bench: --threads must be in 1..256");
-  if (!vision_path.empty()) return bench_vision(vision_path, threads, reps, json);
-  if (!describe_image.empty()) return bench_describe(describe_image, model_dir, threads, reps, json);
+  if (!vision_path.empty()) return bench_vision(vision_path, threads, reps, json, residency(mmap));
+  if (!describe_image.empty()) return bench_describe(describe_image, model_dir, threads, reps, json, residency(mmap));
   if (model_path.empty()) throw Error("bench: -m MODEL (or --vision V) is required");
   if (n_prompt < 1 || n_gen < 1 || reps < 1) throw Error("bench: -p, -n and -r must be >= 1");
 
-  auto model = LlamaModel::load(model_path);
+  const auto t_load = clock_type::now();
+  auto model = LlamaModel::load(model_path, residency(mmap));
+  const double load_s = seconds_since(t_load);
   const auto& c = model->config();
   ThreadPool pool(static_cast<int>(threads));
   LlamaContext ctx(*model, n_prompt + n_gen, pool);
@@ -227,19 +231,21 @@ int cmd_bench(int argc, char** argv) {
   const double pp_gops = 2.0 * params * pp_best / 1e9;
   const double tg_frac = tg_best * wbytes / (bw * 1e9);
   const double file_mb = model->file().file_size() / 1e6;
+  const char* weights = model->file().residency() == gguf::Residency::Load ? "loaded" : "mapped";
   if (json) {
     std::printf(
         "{\"model\": \"%s\", \"threads\": %lld, \"simd\": \"%s\", \"n_prompt\": %lld, \"n_gen\": %lld, "
         "\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"pp_gops\": %.2f, \"peak_rss_mb\": %.1f, "
         "\"file_mb\": %.1f, \"kv_cache_mb\": %.1f, \"weights_bytes\": %llu, \"read_bw_gbs\": %.2f, "
-        "\"tg_bw_fraction\": %.3f}\n",
+        "\"tg_bw_fraction\": %.3f, \"weights\": \"%s\", \"load_s\": %.2f}\n",
         model_path.c_str(), (long long)threads, simd_path(), (long long)n_prompt, (long long)n_gen, pp_best,
         tg_best, pp_gops, rss, file_mb,
-        ctx.kv_bytes() / 1e6, (unsigned long long)wbytes, bw, tg_frac);
+        ctx.kv_bytes() / 1e6, (unsigned long long)wbytes, bw, tg_frac, weights, load_s);
   } else {
     std::printf("model        %s (%.1f MB, %lld layers, dim %lld)\n", model_path.c_str(), file_mb,
                 (long long)c.n_layers, (long long)c.dim);
     std::printf("threads      %lld  simd %s\n", (long long)threads, simd_path());
+    std::printf("weights      %s in %.2f s\n", weights, load_s);
     std::printf("pp%-4lld      %8.2f tok/s   %7.1f GOP/s\n", (long long)n_prompt, pp_best, pp_gops);
     std::printf("tg%-4lld      %8.2f tok/s   %.2f GB/token → %.1f GB/s = %.2f of read bandwidth\n",
                 (long long)n_gen, tg_best, wbytes / 1e9, tg_best * wbytes / 1e9, tg_frac);

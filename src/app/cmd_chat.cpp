@@ -19,7 +19,7 @@ struct ChatSettings {
   std::string model_dir, vision, llm;
   int64_t threads = std::thread::hardware_concurrency(), n_ctx = 2048, max_new = 300, seed = 0;
   float temp = 1.0f, top_p = 0.9f, repeat_penalty = 1.0f;
-  bool greedy = false;
+  bool greedy = false, mmap = false;
 
   void add_to(Args& a) {
     a.option("--model", &model_dir, "model folder with vision.gguf and llm.gguf");
@@ -33,15 +33,16 @@ struct ChatSettings {
     a.option("--seed", &seed, "random seed");
     a.option("-c,--ctx-size", &n_ctx, "context size in tokens");
     a.option("-t,--threads", &threads, "threads");
+    a.flag("--mmap", &mmap, kMmapHelp);
   }
   std::unique_ptr<SkinGptModel> load() const {
     if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
     if (!vision.empty() || !llm.empty()) {
       if (vision.empty() || llm.empty()) throw Error("--vision and --llm go together");
-      return SkinGptModel::load(vision, llm);
+      return SkinGptModel::load(vision, llm, residency(mmap));
     }
     if (model_dir.empty()) throw Error("give --model DIR (or --vision and --llm)");
-    return SkinGptModel::load(model_dir);
+    return SkinGptModel::load(model_dir, residency(mmap));
   }
   ChatOptions chat_options() const {
     ChatOptions o;

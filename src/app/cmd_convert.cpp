@@ -113,7 +113,7 @@ int cmd_convert(int argc, char** argv) {
       std::fprintf(stderr, "LLM: %s, weights from %s (%zu tensors)\n", llm.c_str(), hf->weights.c_str(),
                    hf->tensors.size());
     } else if (is_gguf(llm)) {
-      gguf_llm = LlamaModel::load(llm);  // checks architecture, keys and every tensor
+      gguf_llm = LlamaModel::load(llm, gguf::Residency::Map);  // checks architecture, keys and every tensor
       llm_dim = gguf_llm->config().dim;
       llm_desc = "the LLM (" + llm + ")";
       if (do_llm && a.was_set("--llm-type"))
@@ -127,7 +127,7 @@ int cmd_convert(int argc, char** argv) {
       throw Error(llm + ": --llm must be a Hugging Face folder or a .gguf file");
     }
   } else if (fs::exists(llm_path)) {
-    gguf_llm = LlamaModel::load(llm_path);
+    gguf_llm = LlamaModel::load(llm_path, gguf::Residency::Map);
     llm_dim = gguf_llm->config().dim;
     llm_desc = "the LLM already in the folder (" + llm_path + ")";
   }

@@ -43,7 +43,7 @@ void write_file(const std::string& path, const std::string& text) {
 int cmd_describe(int argc, char** argv) {
   std::string image, model_dir, lang_s = "en", html, conditions, sex, site, history;
   int64_t age = -1, threads = std::thread::hardware_concurrency(), seed = 0, max_new = 300, n_ctx = 2048;
-  bool json = false, greedy = false, no_questions = false, quiet = false;
+  bool json = false, greedy = false, no_questions = false, quiet = false, mmap = false;
   float temp = 0.0f, top_p = 0.9f;
   Args a("describe",
          "Assess a skin photo: photo quality, findings, a differential with probabilities, uncertainty,\n"
@@ -69,6 +69,7 @@ int cmd_describe(int argc, char** argv) {
   a.option("-c,--ctx-size", &n_ctx, "context size in tokens");
   a.flag("--no-questions", &no_questions, "differential only: do not generate the four answers");
   a.flag("-q,--quiet", &quiet, "no progress on stderr");
+  a.flag("--mmap", &mmap, kMmapHelp);
   if (!a.parse(argc, argv)) return 0;
   if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
   if (a.was_set("--age") && (age < 0 || age > 150)) throw Error("--age must be in 0..150");
@@ -97,7 +98,7 @@ int cmd_describe(int argc, char** argv) {
     report = pre;
   } else {
     say("loading model " + dir);
-    auto model = SkinGptModel::load(dir);
+    auto model = SkinGptModel::load(dir, residency(mmap));
     std::string cal_path;
     const auto cal = clinic::find_calibration(dir, lang, cat, &cal_path);
     ThreadPool pool(static_cast<int>(threads));

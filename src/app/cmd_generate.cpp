@@ -20,6 +20,7 @@ int cmd_generate(int argc, char** argv) {
   float temp = 0.8f, top_p = 0.9f, repeat_penalty = 1.0f;
   std::vector<std::string> stops;
   std::string stop;
+  bool mmap = false;
   Args a("generate", "Generate a continuation of a prompt with a llama GGUF model, streamed to stdout.");
   a.option("-m,--model", &model_path, "llama GGUF file (with tokenizer metadata)");
   a.option("-p,--prompt", &prompt, "prompt text (BOS is added)");
@@ -32,12 +33,13 @@ int cmd_generate(int argc, char** argv) {
   a.option("--stop", &stop, "stop when this text is generated");
   a.option("-c,--ctx-size", &n_ctx, "context size in tokens");
   a.option("-t,--threads", &threads, "threads");
+  a.flag("--mmap", &mmap, kMmapHelp);
   if (!a.parse(argc, argv)) return 0;
   if (model_path.empty()) throw Error("generate: -m MODEL is required");
   if (threads < 1 || threads > 256) throw Error("generate: --threads must be in 1..256");
   if (n_predict < 0) throw Error("generate: --n-predict must be >= 0");
 
-  auto model = LlamaModel::load(model_path);
+  auto model = LlamaModel::load(model_path, residency(mmap));
   const Tokenizer tok(vocab_from_gguf(model->file()));
   if (tok.n_vocab() != model->config().n_vocab)
     throw Error(model_path + ": tokenizer has " + std::to_string(tok.n_vocab()) +

@@ -51,6 +51,7 @@ int cmd_serve(int argc, char** argv) {
   a.option("--cached-cases", &cached, "cases whose image embeddings are kept for follow-ups");
   a.option("--seed", &seed, "random seed for the model's answers");
   a.flag("--access-log", &access_log, "print method, path and status of each request on stderr");
+  a.flag("--mmap", &o.engine.mmap, kMmapHelp);
   if (!a.parse(argc, argv)) return 0;
   if (port < 0 || port > 65535) throw Error("--port must be in 0..65535");
   if (queue < 1 || queue > 1024) throw Error("--queue must be in 1..1024");

@@ -2,7 +2,16 @@
 // returns the process exit code; errors are thrown as sg::Error.
 #pragma once
 
+#include "formats/gguf.h"
+
 namespace sg::app {
+
+// --mmap of the commands that run a model: map the model files instead of
+// reading them into memory (gguf::Residency).
+inline constexpr const char* kMmapHelp =
+    "map the model files instead of reading them into memory (less memory held by an idle "
+    "process; generation can be several times slower on VMs, docs/performance.md)";
+inline gguf::Residency residency(bool mmap) { return mmap ? gguf::Residency::Map : gguf::Residency::Load; }
 
 int cmd_tokenize(int argc, char** argv);
 int cmd_generate(int argc, char** argv);

@@ -1,4 +1,5 @@
-// GGUF v2/v3 reader (memory-mapped, zero-copy) and streaming writer.
+// GGUF v2/v3 reader (memory-mapped or read into memory; zero-copy tensor
+// views either way) and streaming writer.
 // Spec: ggml docs/gguf.md. Files are untrusted: every count, length, offset and
 // size is validated against the file size before use; failures throw sg::Error
 // with "<path>: <problem>".
@@ -70,10 +71,22 @@ struct TensorInfo {
   int64_t n_elements() const;
 };
 
+// Where an opened file's bytes live.
+//   Map:  mmap'd read-only; pages come from the page cache on demand and the
+//         kernel may drop them again. Nothing is copied.
+//   Load: read once into private memory that asks for transparent huge pages,
+//         then made read-only. The resident size is the same as a fully
+//         touched mapping, but a decode step streams through it with far fewer
+//         TLB misses: on the 2-core VMs this project is measured on, file-mapped
+//         4 KiB pages read 2-5x slower than this (docs/performance.md). Falls
+//         back to Map when the memory cannot be reserved.
+enum class Residency { Map, Load };
+
 class File {
  public:
-  // Maps the file read-only and validates header, metadata and tensor table.
-  static std::unique_ptr<File> open(const std::string& path);
+  // Opens the file (mapped or loaded, see Residency) and validates header,
+  // metadata and tensor table.
+  static std::unique_ptr<File> open(const std::string& path, Residency residency = Residency::Map);
   // Same validation over caller-owned bytes (not copied: they must outlive the
   // File). `name` stands in for the path in error messages. Used by the fuzzer.
   static std::unique_ptr<File> open_memory(const uint8_t* data, size_t size, std::string name);
@@ -82,6 +95,7 @@ class File {
   File& operator=(const File&) = delete;
 
   const std::string& path() const { return path_; }
+  Residency residency() const { return residency_; }
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t file_size() const { return size_; }
@@ -127,8 +141,9 @@ class File {
   void parse();
   [[noreturn]] void fail(const std::string& problem) const;
   std::string path_;
-  void* map_ = nullptr;   // owned mapping (open()); null for open_memory()
+  void* map_ = nullptr;   // owned mapping, file or anonymous (open()); null for open_memory()
   size_t map_len_ = 0;
+  Residency residency_ = Residency::Map;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   const uint8_t* base_ = nullptr;

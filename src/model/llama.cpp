@@ -49,9 +49,9 @@ int64_t meta_int(const gguf::File& f, const std::string& key, int64_t lo, int64_
 
 LlamaModel::~LlamaModel() = default;
 
-std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& path) {
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& path, gguf::Residency residency) {
   std::unique_ptr<LlamaModel> m(new LlamaModel());
-  m->file_ = gguf::File::open(path);
+  m->file_ = gguf::File::open(path, residency);
   const gguf::File& f = *m->file_;
   const std::string arch = f.require_string("general.architecture");
   if (arch != "llama")

@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "core/matmul.h"
+#include "formats/gguf.h"
 
 namespace sg {
 
-namespace gguf { class File; }
 class ThreadPool;
 
 struct LlamaConfig {
@@ -40,9 +40,11 @@ struct LlamaLayer {
 
 class LlamaModel {
  public:
-  // Maps the GGUF and checks every tensor's presence, type and shape against
-  // the metadata; throws sg::Error naming the file and the tensor.
-  static std::unique_ptr<LlamaModel> load(const std::string& path);
+  // Opens the GGUF (loaded into memory by default, or mapped: gguf::Residency)
+  // and checks every tensor's presence, type and shape against the metadata;
+  // throws sg::Error naming the file and the tensor.
+  static std::unique_ptr<LlamaModel> load(const std::string& path,
+                                          gguf::Residency residency = gguf::Residency::Load);
   ~LlamaModel();
 
   const LlamaConfig& config() const { return cfg_; }

@@ -11,17 +11,18 @@
 
 namespace sg {
 
-std::unique_ptr<SkinGptModel> SkinGptModel::load(const std::string& dir) {
+std::unique_ptr<SkinGptModel> SkinGptModel::load(const std::string& dir, gguf::Residency residency) {
   const std::filesystem::path d(dir);
   if (!std::filesystem::is_directory(d))
     throw Error(dir + ": not a model folder (expected a folder with vision.gguf and llm.gguf)");
-  return load((d / "vision.gguf").string(), (d / "llm.gguf").string());
+  return load((d / "vision.gguf").string(), (d / "llm.gguf").string(), residency);
 }
 
-std::unique_ptr<SkinGptModel> SkinGptModel::load(const std::string& vision_path, const std::string& llm_path) {
+std::unique_ptr<SkinGptModel> SkinGptModel::load(const std::string& vision_path, const std::string& llm_path,
+                                                  gguf::Residency residency) {
   auto m = std::make_unique<SkinGptModel>();
-  m->vision = VisionModel::load(vision_path);
-  m->llm = LlamaModel::load(llm_path);
+  m->vision = VisionModel::load(vision_path, residency);
+  m->llm = LlamaModel::load(llm_path, residency);
   // A file without a tokenizer still serves `inspect` (ids given); chat refuses it.
   if (m->llm->file().find("tokenizer.ggml.model"))
     m->tokenizer = std::make_unique<Tokenizer>(vocab_from_gguf(m->llm->file()));

@@ -25,8 +25,10 @@ class ThreadPool;
 
 // A model folder: vision.gguf (docs/vision-gguf.md) + llm.gguf (standard llama GGUF with tokenizer).
 struct SkinGptModel {
-  static std::unique_ptr<SkinGptModel> load(const std::string& dir);
-  static std::unique_ptr<SkinGptModel> load(const std::string& vision_path, const std::string& llm_path);
+  static std::unique_ptr<SkinGptModel> load(const std::string& dir,
+                                            gguf::Residency residency = gguf::Residency::Load);
+  static std::unique_ptr<SkinGptModel> load(const std::string& vision_path, const std::string& llm_path,
+                                            gguf::Residency residency = gguf::Residency::Load);
   // Resize + normalise a decoded photo as the vision file's metadata says
   // (Blip2ImageEvalProcessor) → CHW float [3 × size × size].
   std::vector<float> preprocess(const Image& img) const;

@@ -106,9 +106,9 @@ struct Attention {
 
 VisionModel::~VisionModel() = default;
 
-std::unique_ptr<VisionModel> VisionModel::load(const std::string& path) {
+std::unique_ptr<VisionModel> VisionModel::load(const std::string& path, gguf::Residency residency) {
   std::unique_ptr<VisionModel> m(new VisionModel());
-  m->file_ = gguf::File::open(path);
+  m->file_ = gguf::File::open(path, residency);
   const gguf::File& f = *m->file_;
   const VisionConfig c = read_vision_config(f);
   m->cfg_ = c;

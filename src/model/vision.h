@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "core/matmul.h"
+#include "formats/gguf.h"
 
 namespace sg {
 
-namespace gguf { class File; }
 class ThreadPool;
 
 struct VisionConfig {
@@ -65,7 +65,9 @@ struct EncodeTimings {
 
 class VisionModel {
  public:
-  static std::unique_ptr<VisionModel> load(const std::string& path);
+  // Opens the GGUF (loaded into memory by default, or mapped: gguf::Residency).
+  static std::unique_ptr<VisionModel> load(const std::string& path,
+                                           gguf::Residency residency = gguf::Residency::Load);
   ~VisionModel();
   const VisionConfig& config() const { return cfg_; }
   const gguf::File& file() const { return *file_; }

@@ -70,7 +70,7 @@ void JobQueue::loop() {
 Engine::Engine(const EngineOptions& o) : opt_(o), catalogue_(clinic::Catalogue::builtin()) {
   if (opt_.queue < 1 || opt_.queue > 1024) throw Error("--queue must be in 1..1024");
   if (opt_.max_new_tokens < 1) throw Error("max new tokens must be at least 1");
-  model_ = SkinGptModel::load(opt_.model_dir);
+  model_ = SkinGptModel::load(opt_.model_dir, opt_.mmap ? gguf::Residency::Map : gguf::Residency::Load);
   if (!model_->tokenizer) throw Error(opt_.model_dir + "/llm.gguf: no tokenizer in the file; the server needs one");
   catalogue_ = clinic::Catalogue::resolve("", opt_.model_dir);
   for (auto lang : {clinic::Language::En, clinic::Language::Ja}) {

@@ -57,6 +57,7 @@ struct EngineOptions {
   int64_t max_new_tokens = 300;  // per answer
   size_t cached_cases = 8;       // image embeddings kept for follow-ups
   uint64_t seed = 0;
+  bool mmap = false;             // map the model files instead of reading them in (gguf::Residency)
 };
 
 // Timings and counters for /metrics (all model work).
