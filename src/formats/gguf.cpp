@@ -313,34 +313,33 @@ std::unique_ptr<File> File::open(const std::string& path, Residency residency) {
     ::close(fd);
     throw Error(path + ": file too large to map");
   }
-  void* m = nullptr;
-  if (residency == Residency::Load) {
-    try {
-      m = load_anonymous(fd, static_cast<size_t>(size), path);
-    } catch (...) {
-      ::close(fd);
-      throw;
-    }
-    if (!m) residency = Residency::Map;
+  void* m = mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
+  if (m == MAP_FAILED) {
+    const int e = errno;
+    ::close(fd);
+    throw Error(path + ": cannot mmap: " + std::strerror(e));
   }
-  if (!m) {
-    m = mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      throw Error(path + ": cannot mmap: " + std::strerror(e));
-    }
-  }
-  ::close(fd);
-
   std::unique_ptr<File> f(new File());
   f->path_ = path;
   f->map_ = m;
   f->map_len_ = static_cast<size_t>(size);
-  f->residency_ = residency;
   f->base_ = static_cast<const uint8_t*>(m);
   f->size_ = size;
-  f->parse();  // on throw, ~File unmaps
+  try {
+    f->parse();  // validated on the mapping first: a bad file is never read whole
+    if (residency == Residency::Load) {
+      if (void* a = load_anonymous(fd, f->map_len_, path)) {
+        munmap(f->map_, f->map_len_);
+        f->map_ = a;
+        f->base_ = static_cast<const uint8_t*>(a);
+        f->residency_ = Residency::Load;
+      }
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;  // ~File unmaps
+  }
+  ::close(fd);
   return f;
 }
 

@@ -84,8 +84,8 @@ enum class Residency { Map, Load };
 
 class File {
  public:
-  // Opens the file (mapped or loaded, see Residency) and validates header,
-  // metadata and tensor table.
+  // Opens the file and validates header, metadata and tensor table on a
+  // mapping; with Residency::Load, only a valid file is then read in.
   static std::unique_ptr<File> open(const std::string& path, Residency residency = Residency::Map);
   // Same validation over caller-owned bytes (not copied: they must outlive the
   // File). `name` stands in for the path in error messages. Used by the fuzzer.
