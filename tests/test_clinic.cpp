@@ -684,6 +684,44 @@ TEST(Report, JsonFollowsTheSchema) {
   EXPECT_NE(e.find("unexpected property extra"), std::string::npos) << e;
 }
 
+// The description names a condition in free text; when that is not the
+// differential's top, every rendering says so (the reader goes by the
+// differential), and says nothing when they agree.
+TEST(Report, DescriptionNamingAnotherConditionIsPointedOut) {
+  const Catalogue cat = Catalogue::builtin();
+  const std::vector<double> mel_top{-5, -2.2, -9, -3, -4, -12, -6};  // catalogue order: nv mel bkl bcc akiec vasc df
+  for (const Language lang : {Language::En, Language::Ja}) {
+    Report r = fake_report(cat, lang, mel_top);
+    const size_t df = 6, mel = 1;
+    ASSERT_EQ(cat[df].id, "df");
+    ASSERT_EQ(cat[mel].id, "mel");
+    const std::string prefix = consultation_script(lang).answer_prefix;
+    r.answers[0].answer = "Features. " + prefix + cat[df].phrase.get(lang) + ".";
+    json j = json::parse(render_json(r));
+    EXPECT_EQ(joined(schema_errors(j)), "");
+    ASSERT_TRUE(j["findings"].contains("description_names"));
+    EXPECT_EQ(j["findings"]["description_names"]["id"], "df");
+    const int rank = j["findings"]["description_names"]["rank"];
+    EXPECT_GT(rank, 1);
+    const std::string note = j["findings"]["description_names"]["note"];
+    EXPECT_NE(note.find(cat[df].name.get(lang)), std::string::npos) << note;
+    EXPECT_NE(note.find(std::to_string(rank)), std::string::npos) << note;
+    EXPECT_NE(render_text(r).find(note), std::string::npos);
+    const char* note_start = lang == Language::Ja ? "注意：この説明は" : "Note: this description names";
+    EXPECT_NE(render_html(r).find(note_start), std::string::npos);
+
+    r.answers[0].answer = "Features. " + prefix + cat[mel].phrase.get(lang) + ".";
+    j = json::parse(render_json(r));
+    EXPECT_EQ(j["findings"]["description_names"]["rank"], 1);
+    EXPECT_EQ(j["findings"]["description_names"]["note"], "");
+    EXPECT_EQ(render_text(r).find(note_start), std::string::npos);
+    EXPECT_EQ(render_html(r).find(note_start), std::string::npos);
+
+    r.answers[0].answer = "A brown lesion.";  // names nothing: no field
+    EXPECT_FALSE(json::parse(render_json(r))["findings"].contains("description_names"));
+  }
+}
+
 TEST(Report, TextIsReadableAndAlwaysADraft) {
   const Catalogue cat = Catalogue::builtin();
   const Report r = fake_report(cat, Language::En, {-5, -9, -2, -8, -8, -12, -6});

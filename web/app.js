@@ -269,6 +269,7 @@ function renderCase(r) {
   f.replaceChildren();
   const fd = r.findings || {};
   if (fd.model_description) f.append(el('p', '', fd.model_description));
+  if (fd.description_names && fd.description_names.note) f.append(el('p', 'warn', fd.description_names.note));
   if (fd.measured && fd.measured.summary) f.append(el('p', 'meta', t('measured') + ': ' + fd.measured.summary));
   const q = r.quality || {};
   if (q.verdict && r.assessed) f.append(el('p', 'meta', t('quality') + ': ' + q.verdict));

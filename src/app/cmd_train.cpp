@@ -64,10 +64,12 @@ class TrainBar {
     const bool end = r.step >= r.total;
     if (tty_) {
       if (!end && now - last_ < std::chrono::milliseconds(100)) return;
-    } else if (!end && every_ > 0 && r.step % every_ != 0) {
-      return;
-    } else if (!end && every_ <= 0) {
-      return;
+    } else if (!end) {
+      // A log file: every N steps, and also the first step and at least once a
+      // minute, so that a run with slow steps shows early that it is alive.
+      if (every_ <= 0) return;
+      const bool due = r.step % every_ == 0 || n_ == 1 || now - last_ >= std::chrono::minutes(1);
+      if (!due) return;
     }
     last_ = now;
     const double frac = static_cast<double>(r.step) / static_cast<double>(std::max<int64_t>(1, r.total));
@@ -193,7 +195,7 @@ int cmd_train(int argc, char** argv) {
   a.option("--export", &o.export_dir, "write the trained model as MODEL_DIR/vision.gguf + llm.gguf");
   a.option("--export-type", &o.export_type, "weights in the exported files: f32 f16 bf16 q8_0 (LLM: also q4_k_m ...)");
   a.option("--name", &o.name, "general.name of the exported files");
-  a.option("--log-every", &log_every, "without a terminal: print a progress line every N steps");
+  a.option("--log-every", &log_every, "without a terminal: print a progress line every N steps (and at least once a minute; 0 = only at the end)");
   a.flag("-q,--quiet", &quiet, "no progress bar");
   // Shapes of parts built from scratch (parts taken from --init keep theirs).
   a.option("--image-size", &o.vision.image_size, "vision: input size");

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "clinic/answer_check.h"
 #include "formats/image.h"
 
 namespace sg::clinic {
@@ -272,6 +273,36 @@ std::string red_flag_text(const Report& r) {
          "(within two weeks).";
 }
 
+// The model's description (answer 1) ends by naming a condition, in free
+// text generated after the features it states; the differential comes from
+// the model's calibrated scores. The two usually agree, and the reader must
+// see it when they do not. nullopt when the description names no condition.
+struct DescriptionNames {
+  const Candidate* candidate;  // the named condition's place in the differential
+  std::string note;            // "" when it is the differential's top
+};
+std::optional<DescriptionNames> description_names(const Report& r) {
+  if (!r.assessed || r.answers.empty() || r.differential.ranked.empty()) return std::nullopt;
+  const Catalogue& cat = catalogue_of(r);
+  const auto named = named_condition(r.answers[0].answer, cat, r.language);
+  if (!named) return std::nullopt;
+  const Candidate* c = nullptr;
+  for (const auto& x : r.differential.ranked)
+    if (x.index == *named) c = &x;
+  if (!c) return std::nullopt;
+  DescriptionNames d{c, ""};
+  if (c->rank == 1) return d;
+  const std::string name = cat[c->index].name.get(r.language), rank = std::to_string(c->rank),
+                    n = std::to_string(r.differential.ranked.size());
+  d.note = r.language == Language::Ja
+               ? "注意：この説明は" + name + "を挙げていますが、鑑別診断では" + n + "疾患中第" + rank + "位（" +
+                     pct(c->probability) + "）です。説明はモデルの自由記述です。判断には鑑別診断の確率を用いてください。"
+               : "Note: this description names " + name + ", which the differential ranks " + rank + " of " + n +
+                     " (" + pct(c->probability) +
+                     "). The description is the model's free text; go by the differential's probabilities.";
+  return d;
+}
+
 }  // namespace
 
 std::string status_text(Language lang) {
@@ -383,6 +414,7 @@ std::string render_text(const Report& r) {
     section(n++, l.findings);
     line(std::string("   ") + l.model_description + (ja ? "：" : ":"));
     indent(answer_at(r, 0).empty() && r.answers.size() > 0 ? l.not_asked : answer_at(r, 0), "     ");
+    if (const auto dn = description_names(r); dn && !dn->note.empty()) indent(dn->note, "     ");
     if (r.answers.size() > 1) {
       line(std::string("   ") + l.model_features + (ja ? "：" : ":"));
       indent(answer_at(r, 1).empty() ? l.not_asked : answer_at(r, 1), "     ");
@@ -504,6 +536,8 @@ std::string render_json(const Report& r) {
 
   ordered_json f;
   f["model_description"] = r.answers.size() > 0 ? ordered_json(answer_at(r, 0)) : ordered_json(nullptr);
+  if (const auto dn = description_names(r))
+    f["description_names"] = {{"id", dn->candidate->id}, {"rank", dn->candidate->rank}, {"note", dn->note}};
   f["model_additional_features"] = r.answers.size() > 1 ? ordered_json(answer_at(r, 1)) : ordered_json(nullptr);
   f["measured"] = lesion_json(r);
   j["findings"] = f;
@@ -681,6 +715,8 @@ std::string render_html(const Report& r, const Image* photo) {
     add("<h2>" + esc(l.findings) + "</h2>\n");
     add("<div class=\"model\"><h3>" + esc(l.model_description) + "</h3>" +
         paras(r.answers.empty() ? "" : (answer_at(r, 0).empty() ? l.not_asked : answer_at(r, 0))));
+    if (const auto dn = description_names(r); dn && !dn->note.empty())
+      add("<p class=\"warn\">" + esc(dn->note) + "</p>");
     if (r.answers.size() > 1)
       add("<h3>" + esc(l.model_features) + "</h3>" + paras(answer_at(r, 1).empty() ? l.not_asked : answer_at(r, 1)));
     add("</div>\n<div class=\"measured\"><h3>" + esc(l.measured) + "</h3><p>" +
