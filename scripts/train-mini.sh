@@ -3,7 +3,7 @@
 #
 #   bash scripts/train-mini.sh [HAM10000_DIR]      (default ../shared/data/ham10000)
 #
-# The recipe (docs/skingpt-mini.md): training data measured from the images,
+# The recipe (models/skingpt-mini/README.md): training data measured from the images,
 # the ViT pretrained on the images' labels, the small LLM pretrained on the
 # project's own text, then SkinGPT-4's two alignment steps, calibration on the
 # lesion-level validation split and the final test. Every stage checkpoints

@@ -5,6 +5,7 @@
 // end to end on a few HAM10000 images with a tiny random-weight model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -423,7 +424,9 @@ TEST(Splits, DerivedSplitsKeepLesionsTogether) {
   std::string t = kHeader;
   for (int i = 0; i < 3000; ++i) {
     const int lesion = i / 3;  // three images per lesion
-    t += "i" + std::to_string(i) + ".jpg,x,nv,ham10000_train,HAM_" + std::to_string(lesion) + ",h,40,male,back\n";
+    // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on the chained '+'.
+    t.append("i").append(std::to_string(i)).append(".jpg,x,nv,ham10000_train,HAM_");
+    t.append(std::to_string(lesion)).append(",h,40,male,back\n");
   }
   t += "t.jpg,x,nv,isic2018_task3_test,,,,,\n";
   const auto rows = parse_labels_csv(t, "x.csv", "");
@@ -600,6 +603,30 @@ TEST(EvalCommand, EvalAndCalibrateEndToEnd) {
 
   // Scores differ between images (the image reaches the scores).
   EXPECT_NE(scores.rows[0].loglik, scores.rows[1].loglik);
+
+  // answers.csv: one row per answered image; its margin is the gap between the
+  // image's two highest scores in scores.csv, and the margin bins of the
+  // metrics count every answered image once.
+  const CsvTable answers = read_csv(out + "/answers.csv");
+  ASSERT_EQ(answers.rows.size(), 3u);
+  const int id_col = answers.column("image_id"), margin_col = answers.column("margin"), top_col = answers.column("top_scored");
+  ASSERT_GE(id_col, 0);
+  ASSERT_GE(margin_col, 0);
+  ASSERT_GE(top_col, 0);
+  for (const auto& row : answers.rows) {
+    const auto it = std::find_if(scores.rows.begin(), scores.rows.end(),
+                                 [&](const ScoredRow& x) { return x.label.image_id == row[id_col]; });
+    ASSERT_NE(it, scores.rows.end()) << row[id_col];
+    std::vector<double> l = it->loglik;
+    const size_t top = std::max_element(l.begin(), l.end()) - l.begin();
+    EXPECT_EQ(row[top_col], scores.condition_ids[top]);
+    std::sort(l.rbegin(), l.rend());
+    EXPECT_NEAR(std::stod(row[margin_col]), l[0] - l[1], 1e-3) << row[id_col];
+  }
+  int64_t in_bins = 0;
+  for (const auto& b : j["answers"]["by_margin"]) in_bins += b["n"].get<int64_t>();
+  EXPECT_EQ(j["answers"]["by_margin"].size(), 3u);
+  EXPECT_EQ(in_bins, 3);
 
   // Calibrate from the cached scores, into the model folder; then eval uses it.
   const auto cal = test::run_command(bin + " calibrate --scores " + out + "/scores.csv --model " + mdir);

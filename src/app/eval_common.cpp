@@ -2,7 +2,9 @@
 
 #include "clinic/answer_check.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -93,27 +95,37 @@ clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Ca
   const size_t n = limit > 0 ? std::min(rows.size(), static_cast<size_t>(limit)) : rows.size();
   clinic::AnswerCheck out;
   out.temperature = temperature;
-  std::string csv = "image_id,dx,top_scored,named,features_stated,features_agreed,answer\n";
+  std::string csv = "image_id,dx,top_scored,named,margin,features_stated,features_agreed,answer\n";
   Progress bar("answers", n, "images");
   for (size_t i = 0; i < n; ++i) {
     const clinic::Report r = consultant.consult(decode_image(rows[i].image_path), {}, lang, opt, rows[i].image);
     bar.update(i + 1);
     if (!r.assessed || r.answers.empty()) continue;
     ++out.n;
-    size_t top_raw = 0;
-    for (const auto& c : r.differential.ranked)
-      if (c.log_likelihood > r.differential.ranked[top_raw].log_likelihood) top_raw = &c - r.differential.ranked.data();
+    // The differential's candidates in order of raw score (before calibration).
+    std::vector<const clinic::Candidate*> by_score;
+    for (const auto& c : r.differential.ranked) by_score.push_back(&c);
+    std::stable_sort(by_score.begin(), by_score.end(),
+                     [](const auto* a, const auto* b) { return a->log_likelihood > b->log_likelihood; });
+    const double margin = by_score.size() > 1 ? by_score[0]->log_likelihood - by_score[1]->log_likelihood : 0.0;
+    const int bin = clinic::AnswerCheck::margin_bin(margin);
+    char margin_text[32];
+    std::snprintf(margin_text, sizeof margin_text, "%.4f", margin);
+    ++out.by_margin_n[bin];
     const auto named = clinic::named_condition(r.answers[0].answer, cat, lang);
     if (!named) ++out.names_none;
     else {
-      out.names_top_scored += *named == r.differential.ranked[top_raw].index;
+      const bool top = *named == by_score[0]->index;
+      out.names_top_scored += top;
+      out.by_margin_names_top[bin] += top;
+      out.names_second_scored += by_score.size() > 1 && *named == by_score[1]->index;
       out.names_report_top += *named == r.differential.ranked[0].index;
     }
     const auto agree = clinic::concept_agreement(r.answers[0].answer, r.lesion, lang);
     out.features_stated += agree.stated();
     out.features_agreed += agree.agreed();
     csv += clinic::csv_field(rows[i].image_id) + ',' + clinic::csv_field(rows[i].dx) + ',' +
-           cat[r.differential.ranked[top_raw].index].id + ',' + (named ? cat[*named].id : std::string()) + ',' +
+           by_score[0]->id + ',' + (named ? cat[*named].id : std::string()) + ',' + margin_text + ',' +
            std::to_string(agree.stated()) + ',' + std::to_string(agree.agreed()) + ',' +
            clinic::csv_field(r.answers[0].answer) + '\n';
   }

@@ -153,7 +153,15 @@ std::string eval_json(const EvalResult& r) {
                     {"names_report_top", frac(a.names_report_top, a.n)},
                     {"names_none", frac(a.names_none, a.n)},
                     {"features_stated", a.features_stated},
-                    {"features_agreed", frac(a.features_agreed, a.features_stated)}};
+                    {"features_agreed", frac(a.features_agreed, a.features_stated)},
+                    {"names_second_scored", frac(a.names_second_scored, a.n)}};
+    json bins = json::array();
+    for (int b = 0; b < 3; ++b)
+      bins.push_back({{"margin_from", b == 0 ? 0.0 : AnswerCheck::kMarginEdges[b - 1]},
+                      {"margin_to", b == 2 ? json(nullptr) : json(AnswerCheck::kMarginEdges[b])},
+                      {"n", a.by_margin_n[b]},
+                      {"names_top_scored", frac(a.by_margin_names_top[b], a.by_margin_n[b])}});
+    o["answers"]["by_margin"] = bins;
   }
   o["seconds"] = r.seconds;
   o["scores_file"] = r.scores_file;
@@ -236,6 +244,20 @@ std::string eval_text(const EvalResult& r) {
                   pcta(static_cast<double>(a.names_none) / n).c_str(),
                   a.features_stated ? pcta(static_cast<double>(a.features_agreed) / static_cast<double>(a.features_stated)).c_str() : "-",
                   static_cast<long long>(a.features_stated));
+    o += b;
+    o += "  naming the top-scored condition, by the margin between the two highest scores:";
+    const char* bin_names[3] = {"< 0.5 nats", "0.5-1 nats", ">= 1 nat"};
+    for (int k = 0; k < 3; ++k) {
+      std::snprintf(b, sizeof b, "%s %s %s of %lld", k ? "," : "", bin_names[k],
+                    a.by_margin_n[k] ? pcta(static_cast<double>(a.by_margin_names_top[k]) /
+                                            static_cast<double>(a.by_margin_n[k])).c_str()
+                                     : "-",
+                    static_cast<long long>(a.by_margin_n[k]));
+      o += b;
+    }
+    std::snprintf(b, sizeof b, "; the other answers name the second-scored condition in %lld of %lld\n",
+                  static_cast<long long>(a.names_second_scored),
+                  static_cast<long long>(a.n - a.names_top_scored - a.names_none));
     o += b;
   }
   return o;

@@ -24,6 +24,13 @@ struct AnswerCheck {
   int64_t names_none = 0;          // no catalogue condition named
   int64_t features_stated = 0, features_agreed = 0;  // ConceptAgreement summed over images
   double temperature = 0;          // of the answers (0 = greedy)
+  // Where the words and the scores part: by the margin between the two highest
+  // raw scores (nats), bins [0, 0.5), [0.5, 1), [1, inf). A near tie is where
+  // the model itself is torn, and where an answer can name the runner-up.
+  static constexpr double kMarginEdges[2] = {0.5, 1.0};
+  int64_t by_margin_n[3] = {}, by_margin_names_top[3] = {};
+  int64_t names_second_scored = 0;  // the answer names the condition scored second
+  static int margin_bin(double margin) { return margin < kMarginEdges[0] ? 0 : margin < kMarginEdges[1] ? 1 : 2; }
 };
 
 struct EvalResult {
