@@ -702,10 +702,16 @@ TEST(Report, DescriptionNamingAnotherConditionIsPointedOut) {
     ASSERT_TRUE(j["findings"].contains("description_names"));
     EXPECT_EQ(j["findings"]["description_names"]["id"], "df");
     const int rank = j["findings"]["description_names"]["rank"];
+    int df_rank = 0;
+    for (const auto& c : j["differential"]["candidates"])
+      if (c["id"] == "df") df_rank = c["rank"];
+    EXPECT_EQ(rank, df_rank);
     EXPECT_GT(rank, 1);
     const std::string note = j["findings"]["description_names"]["note"];
     EXPECT_NE(note.find(cat[df].name.get(lang)), std::string::npos) << note;
-    EXPECT_NE(note.find(std::to_string(rank)), std::string::npos) << note;
+    const std::string where = lang == Language::Ja ? "7疾患中第" + std::to_string(rank) + "位"
+                                                    : "ranks it " + std::to_string(rank) + " of 7";
+    EXPECT_NE(note.find(where), std::string::npos) << note;
     EXPECT_NE(render_text(r).find(note), std::string::npos);
     const char* note_start = lang == Language::Ja ? "注意：この説明は" : "Note: this description names";
     EXPECT_NE(render_html(r).find(note_start), std::string::npos);

@@ -60,11 +60,8 @@ TEST(DefaultModel, AnswersDependOnTheImageAndAgreeWithScoresAndMeasurements) {
     ++n;
     answers.insert(a);
     tops.insert(r.differential.ranked[0].id);
-    size_t top_raw = 0;
-    for (size_t i = 0; i < r.differential.ranked.size(); ++i)
-      if (r.differential.ranked[i].log_likelihood > r.differential.ranked[top_raw].log_likelihood) top_raw = i;
     const auto named = named_condition(a, cat, Language::En);
-    named_top += named && *named == r.differential.ranked[top_raw].index;
+    named_top += named && *named == by_raw_score(r.differential)[0]->index;
     const auto agree = concept_agreement(a, r.lesion, Language::En);
     stated += agree.stated();
     agreed += agree.agreed();
@@ -72,9 +69,10 @@ TEST(DefaultModel, AnswersDependOnTheImageAndAgreeWithScoresAndMeasurements) {
   }
   EXPECT_EQ(answers.size(), static_cast<size_t>(n)) << "every photo gets its own description";
   EXPECT_GE(tops.size(), 2u) << "the differential depends on the photo";
-  // 91.1% on the 1,512 test images (model card; the issue asks 95%, not reached), 4 of these
+  // 91.1% on the 1,512 test images (model card; the issue asks 95%, not reached), 5 of these
   // 6: in bcc_ISIC_0024332 the top two scores are 0.73 nats apart and the answer names the second.
-  EXPECT_GE(named_top, n / 2) << "the answer names the model's own top-scored condition";
+  // One more near tie is allowed for other SIMD paths' round-off.
+  EXPECT_GE(named_top, n - 2) << "the answer names the model's own top-scored condition";
   EXPECT_GE(stated, 3 * n) << "the answers state the measured features";
   EXPECT_GE(agreed, stated / 2) << "most stated features agree with the measurement (74% on the test set)";
 }

@@ -171,8 +171,11 @@ TEST(ServerPrintPage, EscapesTextAndToleratesMissingOrWrongFields) {
       {"red_flags", {{"refer_urgently", true}, {"text", "Melanoma (35%) cannot be ruled out"}}},
       {"differential",
        {{"candidates", {{{"rank", 1}, {"name", "Melanoma"}, {"probability", 0.35}, {"red_flag", true}}}}}},
-      {"messages", {{{"role", "user"}, {"content", "a & b?"}}, {{"role", "assistant"}, {"content", "c > d"}}}}};
+      {"messages", {{{"role", "user"}, {"content", "a & b?"}}, {{"role", "assistant"}, {"content", "c > d"}}}},
+      {"model_answers", {{{"question", "Could you describe it?"}, {"answer", "This could be dermatofibroma."}}}},
+      {"findings", {{"description_names", {{"id", "df"}, {"rank", 6}, {"note", "Note: names <df>, ranked 6"}}}}}};
   const std::string page = print_page(v, {});
+  EXPECT_NE(page.find("Note: names &lt;df&gt;, ranked 6"), std::string::npos) << "the description's note is printed";
   EXPECT_EQ(page.find("<script>"), std::string::npos);
   EXPECT_NE(page.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
   EXPECT_NE(page.find("flags urgent"), std::string::npos);
@@ -183,7 +186,8 @@ TEST(ServerPrintPage, EscapesTextAndToleratesMissingOrWrongFields) {
   for (const char* inline_code : {" style=", "<style", "<script", " onload=", " onerror=", " onclick="})
     EXPECT_EQ(page.find(inline_code), std::string::npos) << inline_code << ": the CSP allows no inline style or script";
   // Fields of the wrong type print as empty; nothing throws.
-  for (const char* k : {"patient", "red_flags", "differential", "messages", "model_answers", "review", "next_steps"}) {
+  for (const char* k :
+       {"patient", "red_flags", "differential", "messages", "model_answers", "findings", "review", "next_steps"}) {
     nlohmann::ordered_json bad = v;
     bad[k] = 7;
     EXPECT_NO_THROW(print_page(bad, {})) << k;

@@ -53,7 +53,8 @@ int cmd_train(int argc, char** argv) {
 namespace {
 
 // app/progress.h's bar with the loss, learning rate and throughput in it: a
-// redrawn line on a terminal, one line every `every` steps otherwise.
+// redrawn line on a terminal; otherwise a line every `every` steps, after the
+// first step, and after any step that ends a minute or more after the last line.
 class TrainBar {
  public:
   TrainBar(std::string label, int64_t every) : label_(std::move(label)), every_(every), tty_(isatty(STDERR_FILENO)) {}
@@ -65,8 +66,8 @@ class TrainBar {
     if (tty_) {
       if (!end && now - last_ < std::chrono::milliseconds(100)) return;
     } else if (!end) {
-      // A log file: every N steps, and also the first step and at least once a
-      // minute, so that a run with slow steps shows early that it is alive.
+      // A log file: every N steps, and also after the first step and after any
+      // step a minute or more after the last line, so a slow run shows it is alive.
       if (every_ <= 0) return;
       const bool due = r.step % every_ == 0 || n_ == 1 || now - last_ >= std::chrono::minutes(1);
       if (!due) return;
@@ -195,7 +196,7 @@ int cmd_train(int argc, char** argv) {
   a.option("--export", &o.export_dir, "write the trained model as MODEL_DIR/vision.gguf + llm.gguf");
   a.option("--export-type", &o.export_type, "weights in the exported files: f32 f16 bf16 q8_0 (LLM: also q4_k_m ...)");
   a.option("--name", &o.name, "general.name of the exported files");
-  a.option("--log-every", &log_every, "without a terminal: print a progress line every N steps (and at least once a minute; 0 = only at the end)");
+  a.option("--log-every", &log_every, "without a terminal: print a progress line every N steps, after the first, and after any step a minute or more after the last line (0 = only at the end)");
   a.flag("-q,--quiet", &quiet, "no progress bar");
   // Shapes of parts built from scratch (parts taken from --init keep theirs).
   a.option("--image-size", &o.vision.image_size, "vision: input size");

@@ -2,7 +2,6 @@
 
 #include "clinic/answer_check.h"
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +10,7 @@
 
 #include "app/progress.h"
 #include "clinic/consultation.h"
+#include "clinic/report.h"
 #include "clinic/splits.h"
 #include "core/error.h"
 #include "core/threads.h"
@@ -102,30 +102,27 @@ clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Ca
     bar.update(i + 1);
     if (!r.assessed || r.answers.empty()) continue;
     ++out.n;
-    // The differential's candidates in order of raw score (before calibration).
-    std::vector<const clinic::Candidate*> by_score;
-    for (const auto& c : r.differential.ranked) by_score.push_back(&c);
-    std::stable_sort(by_score.begin(), by_score.end(),
-                     [](const auto* a, const auto* b) { return a->log_likelihood > b->log_likelihood; });
+    const auto by_score = clinic::by_raw_score(r.differential);
     const double margin = by_score.size() > 1 ? by_score[0]->log_likelihood - by_score[1]->log_likelihood : 0.0;
     const int bin = clinic::AnswerCheck::margin_bin(margin);
     char margin_text[32];
     std::snprintf(margin_text, sizeof margin_text, "%.4f", margin);
     ++out.by_margin_n[bin];
-    const auto named = clinic::named_condition(r.answers[0].answer, cat, lang);
-    if (!named) ++out.names_none;
+    // Read back as the report reads it (its note under the description).
+    const auto names = clinic::description_names(r);
+    if (!names) ++out.names_none;
     else {
-      const bool top = *named == by_score[0]->index;
+      const bool top = names->candidate == by_score[0];
       out.names_top_scored += top;
       out.by_margin_names_top[bin] += top;
-      out.names_second_scored += by_score.size() > 1 && *named == by_score[1]->index;
-      out.names_report_top += *named == r.differential.ranked[0].index;
+      out.names_second_scored += by_score.size() > 1 && names->candidate == by_score[1];
+      out.names_report_top += names->candidate->rank == 1;
     }
     const auto agree = clinic::concept_agreement(r.answers[0].answer, r.lesion, lang);
     out.features_stated += agree.stated();
     out.features_agreed += agree.agreed();
     csv += clinic::csv_field(rows[i].image_id) + ',' + clinic::csv_field(rows[i].dx) + ',' +
-           by_score[0]->id + ',' + (named ? cat[*named].id : std::string()) + ',' + margin_text + ',' +
+           by_score[0]->id + ',' + (names ? names->candidate->id : std::string()) + ',' + margin_text + ',' +
            std::to_string(agree.stated()) + ',' + std::to_string(agree.agreed()) + ',' +
            clinic::csv_field(r.answers[0].answer) + '\n';
   }

@@ -73,6 +73,15 @@ Differential build_differential(const std::vector<double>& loglik, const Catalog
   return differential_from_probabilities(calibrated_probabilities(loglik, cal), loglik, cat, cal);
 }
 
+std::vector<const Candidate*> by_raw_score(const Differential& d) {
+  std::vector<const Candidate*> v;
+  for (const auto& c : d.ranked) v.push_back(&c);
+  std::stable_sort(v.begin(), v.end(), [](const Candidate* a, const Candidate* b) {
+    return a->log_likelihood > b->log_likelihood;
+  });
+  return v;
+}
+
 std::string likelihood_words(double p, Language lang) {
   const bool ja = lang == Language::Ja;
   if (p >= 0.8) return ja ? "可能性が非常に高い" : "very likely";

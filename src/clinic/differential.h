@@ -44,6 +44,11 @@ Differential build_differential(const std::vector<double>& loglik, const Catalog
 Differential differential_from_probabilities(const std::vector<double>& probs, const std::vector<double>& loglik,
                                              const Catalogue& cat, const Calibration& cal);
 
+// The candidates by the model's raw score (log-likelihood), highest first;
+// ties keep the differential's order. Calibration biases can reorder `ranked`,
+// so "the model's own top-scored condition" is by_raw_score(d)[0].
+std::vector<const Candidate*> by_raw_score(const Differential& d);
+
 // Plain-words rendering of the uncertainty: "The system is fairly sure: ..." etc.
 std::string describe_uncertainty(const Differential& d, const Catalogue& cat, Language lang);
 // Words for a probability: "very likely" (>=0.8), "likely" (>=0.5), "possible"

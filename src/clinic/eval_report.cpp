@@ -246,9 +246,13 @@ std::string eval_text(const EvalResult& r) {
                   static_cast<long long>(a.features_stated));
     o += b;
     o += "  naming the top-scored condition, by the margin between the two highest scores:";
-    const char* bin_names[3] = {"< 0.5 nats", "0.5-1 nats", ">= 1 nat"};
     for (int k = 0; k < 3; ++k) {
-      std::snprintf(b, sizeof b, "%s %s %s of %lld", k ? "," : "", bin_names[k],
+      char range[48];
+      const double* e = AnswerCheck::kMarginEdges;
+      if (k == 0) std::snprintf(range, sizeof range, "< %g nats", e[0]);
+      else if (k == 1) std::snprintf(range, sizeof range, "%g-%g nats", e[0], e[1]);
+      else std::snprintf(range, sizeof range, ">= %g nats", e[1]);
+      std::snprintf(b, sizeof b, "%s %s %s of %lld", k ? "," : "", range,
                     a.by_margin_n[k] ? pcta(static_cast<double>(a.by_margin_names_top[k]) /
                                             static_cast<double>(a.by_margin_n[k])).c_str()
                                      : "-",

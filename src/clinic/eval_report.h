@@ -29,8 +29,10 @@ struct AnswerCheck {
   // the model itself is torn, and where an answer can name the runner-up.
   static constexpr double kMarginEdges[2] = {0.5, 1.0};
   int64_t by_margin_n[3] = {}, by_margin_names_top[3] = {};
-  int64_t names_second_scored = 0;  // the answer names the condition scored second
-  static int margin_bin(double margin) { return margin < kMarginEdges[0] ? 0 : margin < kMarginEdges[1] ? 1 : 2; }
+  int64_t names_second_scored = 0;  // the answer names the condition scored second (share of n in JSON)
+  static int margin_bin(double margin) {  // NaN (two -inf scores) counts as a tie
+    return !(margin >= kMarginEdges[0]) ? 0 : margin < kMarginEdges[1] ? 1 : 2;
+  }
 };
 
 struct EvalResult {

@@ -273,14 +273,9 @@ std::string red_flag_text(const Report& r) {
          "(within two weeks).";
 }
 
-// The model's description (answer 1) ends by naming a condition, in free
-// text generated after the features it states; the differential comes from
-// the model's calibrated scores. The two usually agree, and the reader must
-// see it when they do not. nullopt when the description names no condition.
-struct DescriptionNames {
-  const Candidate* candidate;  // the named condition's place in the differential
-  std::string note;            // "" when it is the differential's top
-};
+
+}  // namespace
+
 std::optional<DescriptionNames> description_names(const Report& r) {
   if (!r.assessed || r.answers.empty() || r.differential.ranked.empty()) return std::nullopt;
   const Catalogue& cat = catalogue_of(r);
@@ -296,14 +291,14 @@ std::optional<DescriptionNames> description_names(const Report& r) {
                     n = std::to_string(r.differential.ranked.size());
   d.note = r.language == Language::Ja
                ? "注意：この説明は" + name + "を挙げていますが、鑑別診断では" + n + "疾患中第" + rank + "位（" +
-                     pct(c->probability) + "）です。説明はモデルの自由記述です。判断には鑑別診断の確率を用いてください。"
-               : "Note: this description names " + name + ", which the differential ranks " + rank + " of " + n +
-                     " (" + pct(c->probability) +
-                     "). The description is the model's free text; go by the differential's probabilities.";
+                     pct(c->probability) +
+                     "）です。説明はモデルの自由記述、鑑別診断は較正済みの評価です。両方を考慮してください。どちらも疾患を除外するものではありません。"
+               : "Note: this description names " + name + "; the differential ranks it " + rank + " of " + n + " (" +
+                     pct(c->probability) +
+                     "). The description is the model's free text and the differential its calibrated scores: weigh "
+                     "both. Neither rules a condition out.";
   return d;
 }
-
-}  // namespace
 
 std::string status_text(Language lang) {
   return lang == Language::Ja ? "下書き — 医師の確認待ち" : "Draft — awaiting clinician review";

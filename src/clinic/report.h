@@ -3,6 +3,7 @@
 // kReportSchemaVersion), and one self-contained HTML page (no external
 // assets). Every label is in the report's language.
 #pragma once
+#include <optional>
 #include <string>
 
 #include "clinic/consultation.h"
@@ -16,6 +17,18 @@ std::string render_html(const Report& r);
 // With the photo: a shrunk, metadata-free JPEG copy is embedded in the page
 // (data: URI), so the page stays one self-contained file.
 std::string render_html(const Report& r, const Image* photo);
+
+// The model's description (answer 1) ends by naming a condition, in free text
+// generated after the features it states; the differential comes from the
+// model's calibrated scores. Where the differential ranks the named condition,
+// and `note`, the sentence every rendering shows under the description when it
+// is not rank 1 ("" when it is). nullopt when the description names no
+// catalogue condition or was not asked. `candidate` points into r.differential.
+struct DescriptionNames {
+  const Candidate* candidate;
+  std::string note;
+};
+std::optional<DescriptionNames> description_names(const Report& r);
 
 // The next steps the report recommends (from the differential, red flags and
 // photo quality), in the report's language.

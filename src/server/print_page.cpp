@@ -196,11 +196,16 @@ std::string print_page(const ordered_json& v, const std::vector<uint8_t>& photo_
     h += "<p>" + esc(w.not_assessed) + "</p>\n";
   }
 
-  auto qa = [&](const char* title, const std::vector<std::pair<std::string, std::string>>& pairs) {
+  // `first_note`: shown under the first answer (the report's note when the
+  // description names another condition than the differential's top).
+  auto qa = [&](const char* title, const std::vector<std::pair<std::string, std::string>>& pairs,
+                const std::string& first_note = "") {
     if (pairs.empty()) return;
     h += "<section><h2>" + esc(title) + "</h2>\n<dl>\n";
-    for (const auto& [question, answer] : pairs)
-      h += "<dt>" + esc(w.question) + ": " + esc(question) + "</dt><dd>" + esc(answer) + "</dd>\n";
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      h += "<dt>" + esc(w.question) + ": " + esc(pairs[i].first) + "</dt><dd>" + esc(pairs[i].second) + "</dd>\n";
+      if (i == 0 && !first_note.empty()) h += "<dd class=\"note\">" + esc(first_note) + "</dd>\n";
+    }
     h += "</dl></section>\n";
   };
   std::vector<std::pair<std::string, std::string>> answers, follow_ups;
@@ -210,7 +215,7 @@ std::string print_page(const ordered_json& v, const std::vector<uint8_t>& photo_
     if (str(m, "role") == "user") open_question = str(m, "content");
     else follow_ups.emplace_back(open_question, str(m, "content"));
   }
-  qa(w.answers, answers);
+  qa(w.answers, answers, str(obj(obj(v, "findings"), "description_names"), "note"));
   qa(w.follow_ups, follow_ups);
 
   const ordered_json& steps = obj(v, "next_steps");
