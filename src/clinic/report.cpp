@@ -273,7 +273,6 @@ std::string red_flag_text(const Report& r) {
          "(within two weeks).";
 }
 
-
 }  // namespace
 
 std::optional<DescriptionNames> description_names(const Report& r) {
