@@ -17,6 +17,8 @@
 
 #include "clinic/splits.h"
 #include "core/error.h"
+#include "clinic/catalogue.h"
+#include "clinic/consultation.h"
 #include "core/threads.h"
 #include "formats/image.h"
 #include "formats/preprocess.h"
@@ -25,6 +27,7 @@
 #include "train/data.h"
 #include "train/io.h"
 #include "train/model.h"
+#include "train/sequences.h"
 #include "train/train.h"
 
 namespace sg {
@@ -184,6 +187,51 @@ TEST(TrainModel, ExportedRandomModelMatchesEngineAndReimports) {
     EXPECT_TRUE(at::equal(net.tensors()[i], back[net.names()[i]])) << net.names()[i];
 }
 
+// The agreement loss's diagnosis distributions (--agree): one probe sequence
+// carries every English diagnosis's path, and each phrase's log-likelihood is
+// exactly the answer loss of its scored tokens run on their own.
+TEST(TrainSequences, PhraseLogliksAreEachPhrasesAnswerLoss) {
+  train::set_threads(1);
+  train::Net net(odd_config());
+  net.init(7, /*perturbed=*/true);
+  const Tokenizer tok(llama_vocab());
+  const ConversationTemplate t;
+  const auto& en = clinic::consultation_script(clinic::Language::En);
+  const auto phrases = clinic::scoring_phrases(clinic::Catalogue::builtin(), clinic::Language::En);
+  const std::string questions[2] = {en.questions[0], en.score_question};
+  const std::string starts[2] = {
+      "This is a skin disease image with the following medical features: symmetric. " + en.answer_prefix,
+      en.answer_prefix};
+  std::vector<train::PhraseSet> sets;
+  for (int c = 0; c < 2; ++c) sets.push_back(train::phrase_set(tok, t, {}, questions[c], starts[c], phrases));
+  const auto& s0 = sets[0];
+  EXPECT_EQ(s0.probes.size(), 1u) << "melanocytic nevus and melanoma share their first tokens";
+  EXPECT_GT(s0.depth[0], 1u);
+  EXPECT_EQ(s0.depth[0], s0.depth[1]);
+  for (size_t k = 2; k < phrases.size(); ++k) EXPECT_EQ(s0.depth[k], 1u) << phrases[k];
+  // Japanese phrases can be told apart too.
+  const auto& ja = clinic::consultation_script(clinic::Language::Ja);
+  const auto jset = train::phrase_set(tok, t, {}, ja.questions[0], ja.answer_prefix,
+                                      clinic::scoring_phrases(clinic::Catalogue::builtin(), clinic::Language::Ja));
+  EXPECT_GE(jset.probes.size(), 1u);
+  EXPECT_THROW(train::phrase_set(tok, t, {}, questions[0], starts[0], {"melanoma", "melanoma"}), Error);
+
+  const int64_t S = net.config().vision.image_size, nq = net.config().vision.n_query;
+  at::Tensor images = at::sin(at::arange(2 * 3 * S * S, at::kFloat) * 0.05f).reshape({2, 3, S, S}) * 1.5f;
+  at::NoGradGuard ng;
+  const at::Tensor lp = train::phrase_logliks(net, images, sets, nq);
+  ASSERT_EQ(lp.sizes(), (at::IntArrayRef{2, static_cast<int64_t>(phrases.size())}));
+  for (int c = 0; c < 2; ++c)
+    for (size_t k = 0; k < phrases.size(); ++k) {
+      const auto p = train::build_prompt_tokens(tok, t, {}, questions[c], phrases[k],
+                                                static_cast<int64_t>(sets[c].depth[k]), starts[c]);
+      ASSERT_EQ(p.n_prompt1, sets[c].prompt.n_prompt1) << phrases[k];
+      const double loss = train::sequence_loss(net, images.slice(0, c, c + 1), train::make_seq_batch({p}, nq), true)
+                              .item<double>();
+      EXPECT_NEAR(-loss, lp[c][static_cast<int64_t>(k)].item<double>(), 1e-4 * std::max(1.0, loss)) << phrases[k];
+    }
+}
+
 // The training sequence is the engine's prompt: same text, same tokens.
 TEST(TrainData, TrainingPromptIsTheConversationPrompt) {
   const ConversationTemplate t;
@@ -204,6 +252,14 @@ TEST(TrainData, TrainingPromptIsTheConversationPrompt) {
   EXPECT_EQ(tok.decode(ans), "A brown, symmetric nevus.###");
   const auto cut = train::build_prompt_tokens(tok, t, {}, q, a, 3);
   EXPECT_EQ(cut.seg1.size(), cut.n_prompt1 + 3);
+
+  // A given start of the answer is prompt: the same tokens (so the same
+  // logits as above), the loss starting where the given text ends.
+  const std::string given = "A brown, ";
+  const auto g = train::build_prompt_tokens(tok, t, {}, q, "symmetric nevus.", 0, given);
+  EXPECT_EQ(g.seg1, p.seg1);
+  EXPECT_GT(g.n_prompt1, p.n_prompt1);
+  EXPECT_EQ(tok.decode({g.seg1.begin() + g.n_prompt1, g.seg1.end()}), "symmetric nevus.###");
 
   // A later turn: the earlier turns are prompt, only the last answer is target.
   const Turns history = train::parse_history(R"([["What is this?","A nevus."]])", "test");

@@ -9,6 +9,7 @@
 
 #include "clinic/answer_check.h"
 #include "clinic/catalogue.h"
+#include "clinic/consultation.h"
 #include "clinic/labels.h"
 #include "clinic/splits.h"
 #include "clinic/training_texts.h"
@@ -123,7 +124,7 @@ TEST(Dataset, WritesBalancedStepsFromTheTrainingSplitOnly) {
   for (const char* name : {"step1.csv", "step2.csv", "corpus.txt"}) EXPECT_TRUE(std::filesystem::exists(d.path() / "data" / name)) << name;
 
   const CsvTable s2 = read_csv(out + "/step2.csv");
-  ASSERT_EQ(s2.header, (std::vector<std::string>{"image", "dx", "lang", "history", "question", "text"}));
+  ASSERT_EQ(s2.header, (std::vector<std::string>{"image", "dx", "lang", "history", "question", "given", "text"}));
   std::map<std::string, int> per_class;
   std::set<std::string> langs;
   for (const auto& row : s2.rows) {
@@ -140,6 +141,33 @@ TEST(Dataset, WritesBalancedStepsFromTheTrainingSplitOnly) {
   EXPECT_EQ(langs, (std::set<std::string>{"en", "ja"}));
   const CsvTable s1 = read_csv(out + "/step1.csv");
   EXPECT_EQ(s1.rows.size(), 2 * (36 - val_images.size()));
+
+  // Own descriptions: step2.csv's rows, then each first-turn description row
+  // again, its answer starting (as prompt) with the default model's own words.
+  run = test::run_command(std::string(SKINGPT_BINARY) + " dataset -q -t 2 --own-descriptions '" +
+                          (std::filesystem::path(SKINGPT_SOURCE_DIR) / "models" / "skingpt-mini").string() +
+                          "' --out '" + out + "' 2>&1");
+  ASSERT_EQ(run.status, 0) << run.output;
+  const Catalogue cat = Catalogue::builtin();
+  const CsvTable own = read_csv(out + "/step2_own.csv");
+  ASSERT_EQ(own.header, s2.header);
+  size_t first_turns = 0;
+  for (const auto& row : s2.rows)
+    first_turns += row[3].empty() && row[4] != consultation_script(row[2] == "ja" ? Language::Ja : Language::En).score_question;
+  ASSERT_GT(first_turns, 0u);
+  ASSERT_GT(own.rows.size(), s2.rows.size());
+  EXPECT_LE(own.rows.size(), s2.rows.size() + first_turns);
+  for (size_t i = 0; i < s2.rows.size(); ++i) EXPECT_EQ(own.rows[i], s2.rows[i]) << "row " << i;
+  for (size_t i = s2.rows.size(); i < own.rows.size(); ++i) {
+    const auto& row = own.rows[i];
+    const Language lang = row[2] == "ja" ? Language::Ja : Language::En;
+    const std::string& prefix = consultation_script(lang).answer_prefix;
+    EXPECT_EQ(row[3], "") << "first turns only";
+    EXPECT_NE(row[4].find(consultation_script(lang).questions[0]), std::string::npos) << row[4];
+    ASSERT_GE(row[5].size(), prefix.size());
+    EXPECT_EQ(row[5].substr(row[5].size() - prefix.size()), prefix) << "given ends where the diagnosis starts";
+    EXPECT_EQ(row[6].rfind(cat[*cat.index_of(row[1])].phrase.get(lang), 0), 0u) << "the target starts with the diagnosis";
+  }
 
   // Test splits are refused.
   run = test::run_command(std::string(SKINGPT_BINARY) + " dataset --train-split isic2018_task3_test --data '" +

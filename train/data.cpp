@@ -82,6 +82,7 @@ Dataset load_dataset(const DataSpec& spec) {
   const int cl = spec.need_label ? need(spec.label_column) : -1;
   const int cq = t.column(spec.question_column);
   const int ch = t.column("history");
+  const int cg = t.column("given");
   std::vector<std::pair<int, std::string>> where;
   for (const auto& [k, v] : spec.where) where.emplace_back(need(k), v);
   const std::filesystem::path base = std::filesystem::path(spec.csv).parent_path();
@@ -116,6 +117,7 @@ Dataset load_dataset(const DataSpec& spec) {
     }
     if (cq >= 0) s.question = row[cq];
     if (ch >= 0) s.history = parse_history(row[ch], where_s + ": 'history'");
+    if (cg >= 0) s.given = row[cg];
     if (cl >= 0) {
       const auto it = class_index.find(row[cl]);
       if (it == class_index.end())
@@ -329,7 +331,8 @@ Image ImageStore::get(size_t i) {
 // ------------------------------------------------------------------ prompt
 
 PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplate& t, const Turns& history,
-                                 const std::string& question, const std::string& answer, int64_t max_answer_tokens) {
+                                 const std::string& question, const std::string& answer, int64_t max_answer_tokens,
+                                 const std::string& given) {
   const std::string p = conversation_prompt(t, history, question, true);
   const size_t at = p.find(t.image_placeholder);
   const std::string tail = p.substr(at + t.image_placeholder.size());
@@ -337,8 +340,9 @@ PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplat
   r.seg0 = tok.encode(p.substr(0, at), true);
   // Conversation::score_answers tokenizes tail + " " + answer as one text and
   // scores what follows the prompt's common prefix; training does the same.
-  const std::vector<int32_t> prompt1 = tok.encode(tail, false);
-  r.seg1 = tok.encode(tail + " " + answer + t.sep, false);
+  const std::string start = given.empty() ? tail : tail + " " + given;
+  const std::vector<int32_t> prompt1 = tok.encode(start, false);
+  r.seg1 = tok.encode(start + (given.empty() ? " " : "") + answer + t.sep, false);
   size_t m = 0;
   while (m < prompt1.size() && m < r.seg1.size() && prompt1[m] == r.seg1[m]) ++m;
   r.n_prompt1 = m;

@@ -30,6 +30,7 @@ struct Sample {
   std::string image;     // absolute or relative to the working directory
   std::string text;      // the answer (step1/step2)
   std::string question;  // empty: the run's default question
+  std::string given;     // the answer's start, in the prompt without loss (CSV column `given`)
   Turns history;         // earlier turns of the conversation (CSV column `history`, JSON)
   int32_t label = -1;    // class index (pretrain-vit)
 };
@@ -149,13 +150,16 @@ class ImageStore {
 //   [image queries]
 //   seg1 = tokens("</Img> <q1>###Assistant: <a1>###Human: ... <question>###Assistant: <answer>###")
 // The first n_prompt1 tokens of seg1 are prompt (no loss); the rest are the
-// answer and the closing "###", which the loss is computed on.
+// answer and the closing "###", which the loss is computed on. `given` starts
+// the answer but is prompt (the full answer is given + answer): teacher
+// forcing on text the model wrote itself, as score_answers' answer_prefix.
 struct PromptTokens {
   std::vector<int32_t> seg0, seg1;
   size_t n_prompt1 = 0;
 };
 PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplate& t, const Turns& history,
-                                 const std::string& question, const std::string& answer, int64_t max_answer_tokens);
+                                 const std::string& question, const std::string& answer, int64_t max_answer_tokens,
+                                 const std::string& given = "");
 // The CSV `history` field: a JSON array of [question, answer] string pairs
 // ("" = none). Throws sg::Error naming `where`.
 Turns parse_history(const std::string& json, const std::string& where);

@@ -58,6 +58,7 @@ struct TrainOptions {
   int64_t bucket = 0;  // step1/step2: batches drawn from windows of this many batches sorted by length (0 = off)
   double clip = 0;                            // max gradient norm (0 = off)
   double label_smoothing = 0;                 // pretrain-vit
+  double agree = 0;  // step2: weight of the answer/score agreement loss (KL between diagnosis distributions)
   bool logit_adjust = false;                  // pretrain-vit: add log class priors to the logits in the loss
   uint64_t seed = 1;
 

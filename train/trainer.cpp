@@ -16,15 +16,19 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "clinic/catalogue.h"
+#include "clinic/consultation.h"
 #include "core/error.h"
 #include "formats/preprocess.h"
 #include "text/tokenizer.h"
 #include "train/io.h"
 #include "train/model.h"
+#include "train/sequences.h"
 #include "train/train.h"
 
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
@@ -158,57 +162,6 @@ at::Tensor images_to_tensor(const std::vector<std::vector<float>>& chw, int64_t 
   float* d = t.data_ptr<float>();
   for (size_t i = 0; i < chw.size(); ++i) std::memcpy(d + i * 3 * size * size, chw[i].data(), chw[i].size() * 4);
   return t;
-}
-
-struct SeqBatch {
-  at::Tensor ids;      // [B, L] int64 (image positions hold 0)
-  at::Tensor targets;  // [B, L] int64: the token position t predicts, -100 where no loss
-  int64_t len0 = 0;    // image queries start here
-  int64_t n_targets = 0;
-};
-
-SeqBatch make_seq_batch(const std::vector<PromptTokens>& p, int64_t nq) {
-  SeqBatch b;
-  b.len0 = static_cast<int64_t>(p[0].seg0.size());
-  size_t max1 = 0;
-  for (const auto& x : p) {
-    if (x.seg0 != p[0].seg0) throw Error("train: prompts differ before the image (template changed?)");
-    max1 = std::max(max1, x.seg1.size());
-  }
-  const int64_t B = static_cast<int64_t>(p.size()), L = b.len0 + nq + static_cast<int64_t>(max1);
-  b.ids = at::zeros({B, L}, at::kLong);
-  b.targets = at::full({B, L}, -100, at::kLong);
-  auto ids = b.ids.accessor<int64_t, 2>();
-  auto tg = b.targets.accessor<int64_t, 2>();
-  for (int64_t i = 0; i < B; ++i) {
-    for (int64_t j = 0; j < b.len0; ++j) ids[i][j] = p[i].seg0[j];
-    const int64_t off = b.len0 + nq;
-    for (size_t j = 0; j < p[i].seg1.size(); ++j) {
-      ids[i][off + static_cast<int64_t>(j)] = p[i].seg1[j];
-      if (j >= p[i].n_prompt1) {
-        tg[i][off + static_cast<int64_t>(j) - 1] = p[i].seg1[j];
-        ++b.n_targets;
-      }
-    }
-  }
-  return b;
-}
-
-// Causal-LM loss of the answer tokens (mean over them; sum when `sum`).
-at::Tensor sequence_loss(const Net& net, const at::Tensor& images, const SeqBatch& b, bool sum = false) {
-  const at::Device dev = net.device();
-  const at::Tensor ids = b.ids.to(dev), targets = b.targets.to(dev);
-  const at::Tensor img = net.encode_image(images.to(dev));  // [B, NQ, dim]
-  const int64_t nq = img.size(1);
-  const at::Tensor e = net.embed(ids);
-  const at::Tensor x = at::cat({e.slice(1, 0, b.len0), img.to(e.scalar_type()), e.slice(1, b.len0 + nq)}, 1);
-  const at::Tensor h = net.llm_hidden(x);
-  const at::Tensor flat_t = targets.reshape({-1});
-  const at::Tensor sel = flat_t.ne(-100).nonzero().squeeze(1);
-  const at::Tensor hs = h.reshape({-1, h.size(-1)}).index_select(0, sel);
-  const at::Tensor logits = net.lm_head(hs).to(at::kFloat);
-  return at::cross_entropy_loss(logits, flat_t.index_select(0, sel), {},
-                                sum ? at::Reduction::Sum : at::Reduction::Mean);
 }
 
 double lr_at(const TrainOptions& o, int64_t step, int64_t total) {
@@ -474,7 +427,7 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
       return n;
     };
     for (const auto& s : train_set.samples) {
-      size_t n = weight(s.question) + weight(s.text);
+      size_t n = weight(s.question) + weight(s.given) + weight(s.text);
       for (const auto& [q, a] : s.history) n += weight(q) + weight(a);
       lengths.push_back(n);
     }
@@ -509,7 +462,48 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
   };
   auto prompts_for = [&](const Sample& s, Rng& rng) {
     const std::string& q = !s.question.empty() ? s.question : questions[rng.below(questions.size())];
-    return build_prompt_tokens(*tok, tpl, s.history, q, s.text, o.max_text_tokens);
+    return build_prompt_tokens(*tok, tpl, s.history, q, s.text, o.max_text_tokens, s.given);
+  };
+
+  // --agree: a row whose answer reaches the consultation's diagnosis prefix
+  // ("This could be a skin disease image of ") after its own question gives
+  // two phrase distributions over the catalogue: after that answer start
+  // (the student) and after the scoring question (the teacher, no gradient:
+  // what describe's differential shows). Their KL divergence is the loss.
+  std::vector<std::string> agree_phrases[2];
+  if (!(o.agree >= 0) || o.agree > 100) throw Error("train: --agree must be a weight in 0..100");
+  if (o.agree > 0) {
+    if (stage != Stage::Step2) throw Error("train: --agree is for --stage step2");
+    const clinic::Catalogue cat = clinic::Catalogue::builtin();
+    for (auto lang : {clinic::Language::En, clinic::Language::Ja})
+      agree_phrases[lang == clinic::Language::Ja] = clinic::scoring_phrases(cat, lang);
+  }
+  auto agreement_sets = [&](const Sample& s, const std::string& question) -> std::optional<std::pair<PhraseSet, PhraseSet>> {
+    const std::string answer = s.given + s.text;
+    for (auto lang : {clinic::Language::En, clinic::Language::Ja}) {
+      const auto& script = clinic::consultation_script(lang);
+      const size_t at = answer.find(script.answer_prefix);
+      if (at == std::string::npos || question == script.score_question) continue;
+      const auto& ph = agree_phrases[lang == clinic::Language::Ja];
+      return std::make_pair(
+          phrase_set(*tok, tpl, s.history, question, answer.substr(0, at + script.answer_prefix.size()), ph),
+          phrase_set(*tok, tpl, {}, script.score_question, script.answer_prefix, ph));
+    }
+    return std::nullopt;
+  };
+  // KL(teacher || student) per row [n] for rows `js` of a batch of images.
+  auto agreement_kl = [&](const at::Tensor& images, const std::vector<int64_t>& js,
+                          const std::vector<PhraseSet>& student, const std::vector<PhraseSet>& teacher,
+                          at::Tensor* agree_out) {
+    const at::Tensor imgs = images.index_select(0, at::tensor(js));
+    at::Tensor t;
+    {
+      at::NoGradGuard ng;
+      t = phrase_logliks(net, imgs, teacher, cfg.vision.n_query).log_softmax(1);
+    }
+    const at::Tensor st = phrase_logliks(net, imgs, student, cfg.vision.n_query).log_softmax(1);
+    if (agree_out) *agree_out = t.argmax(1).eq(st.argmax(1));
+    return (t.exp() * (t - st)).sum(1);
   };
 
   TrainResult result;
@@ -518,8 +512,8 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
     at::NoGradGuard ng;
     Autocast ac(o.bf16, cuda);
     const int64_t n = static_cast<int64_t>(val_set.samples.size());
-    double loss_sum = 0;
-    int64_t weight = 0;
+    double loss_sum = 0, agree_kl_sum = 0;
+    int64_t weight = 0, agree_same = 0, agree_n = 0;
     std::vector<int64_t> correct(classes.size(), 0), seen(classes.size(), 0);
     for (int64_t b0 = 0; b0 < n; b0 += o.batch) {
       const int64_t b1 = std::min(n, b0 + o.batch);
@@ -549,6 +543,24 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
         const SeqBatch sb = make_seq_batch(p, cfg.vision.n_query);
         loss_sum += sequence_loss(net, images, sb, true).item<double>();
         weight += sb.n_targets;
+        if (o.agree > 0) {
+          std::vector<int64_t> js;
+          std::vector<PhraseSet> st, te;
+          for (int64_t i = b0; i < b1; ++i) {
+            const Sample& s = val_set.samples[static_cast<size_t>(i)];
+            if (auto sets = agreement_sets(s, s.question.empty() ? questions[0] : s.question)) {
+              js.push_back(i - b0);
+              st.push_back(std::move(sets->first));
+              te.push_back(std::move(sets->second));
+            }
+          }
+          if (!js.empty()) {
+            at::Tensor same;
+            agree_kl_sum += agreement_kl(images, js, st, te, &same).sum().item<double>();
+            agree_same += same.sum().item<int64_t>();
+            agree_n += static_cast<int64_t>(js.size());
+          }
+        }
       }
     }
     EvalReport r;
@@ -570,6 +582,13 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
       char b[96];
       std::snprintf(b, sizeof b, ", accuracy %.4f, balanced accuracy %.4f", r.accuracy, r.balanced_accuracy);
       extra = b;
+    }
+    if (agree_n > 0) {
+      char b[160];
+      std::snprintf(b, sizeof b, ", answers and scores name the same diagnosis in %.1f%% of %lld (KL %.4f)",
+                    100.0 * static_cast<double>(agree_same) / static_cast<double>(agree_n),
+                    static_cast<long long>(agree_n), agree_kl_sum / static_cast<double>(agree_n));
+      extra += b;
     }
     char b[64];
     std::snprintf(b, sizeof b, "%.4f", r.loss);
@@ -621,6 +640,8 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
         std::vector<std::vector<float>> chw;
         std::vector<int64_t> labels;
         std::vector<PromptTokens> prompts;
+        std::vector<int64_t> agree_rows;
+        std::vector<PhraseSet> agree_student, agree_teacher;
         for (int64_t j = 0; j < o.batch; ++j) {
           const int64_t pos = step * o.batch + j, idx = index_of(pos);
           const Sample& s = train_set.samples[static_cast<size_t>(idx)];
@@ -630,11 +651,19 @@ TrainResult run_training(const TrainOptions& o, const TrainCallbacks& cb) {
           } else {
             Rng rng(mix_seed(o.seed, 0x9e57, pos));
             prompts.push_back(prompts_for(s, rng));
+            if (o.agree > 0)
+              if (auto sets = agreement_sets(s, s.question.empty() ? questions[0] : s.question)) {
+                agree_rows.push_back(j);
+                agree_student.push_back(std::move(sets->first));
+                agree_teacher.push_back(std::move(sets->second));
+              }
           }
         }
         const at::Tensor images = images_to_tensor(chw, size);
         if (stage == Stage::PretrainVit) loss = vit_loss(images, at::tensor(labels), nullptr);
         else loss = sequence_loss(net, images, make_seq_batch(prompts, cfg.vision.n_query));
+        if (o.agree > 0 && !agree_rows.empty())
+          loss = loss + o.agree * agreement_kl(images, agree_rows, agree_student, agree_teacher, nullptr).mean();
       }
     }
     opt.zero_grad();

@@ -3,24 +3,28 @@
 // image, step-2 consultations (diagnosis + the paper's four questions, English
 // and Japanese, class-balanced), and the text corpus the small LLM is
 // pretrained on. Only the training split is read for training files; the
-// validation split gets its own files; test splits are refused.
+// validation split gets its own files; test splits are refused. With
+// --own-descriptions it adds rows that start with a trained model's own words.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "app/args.h"
 #include "app/commands.h"
 #include "app/eval_common.h"
 #include "app/progress.h"
+#include "clinic/consultation.h"
 #include "clinic/catalogue.h"
 #include "clinic/labels.h"
 #include "clinic/lesion.h"
 #include "clinic/splits.h"
 #include "clinic/training_texts.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "formats/image.h"
 #include "model/skingpt.h"
 
@@ -75,7 +79,8 @@ std::string relative_image(const Case& c, const fs::path& out_dir) {
 // One training row of a consultation: (question, answer) after `history`.
 struct Row {
   std::string image, dx, question, answer, lang;
-  Turns history;
+  std::string history;  // JSON, as written (history_json)
+  std::string given;  // the answer's start, prompt without loss (own descriptions)
 };
 
 std::string history_json(const Turns& h) {
@@ -88,10 +93,11 @@ std::string history_json(const Turns& h) {
 void write_rows(const fs::path& path, const std::vector<Row>& rows) {
   std::ofstream f(path, std::ios::binary);
   if (!f) throw Error(path.string() + ": cannot write");
-  f << "image,dx,lang,history,question,text\n";
+  f << "image,dx,lang,history,question,given,text\n";
   for (const auto& r : rows)
-    f << clinic::csv_field(r.image) << ',' << r.dx << ',' << r.lang << ',' << clinic::csv_field(history_json(r.history))
-      << ',' << clinic::csv_field(r.question) << ',' << clinic::csv_field(r.answer) << '\n';
+    f << clinic::csv_field(r.image) << ',' << r.dx << ',' << r.lang << ',' << clinic::csv_field(r.history)
+      << ',' << clinic::csv_field(r.question) << ',' << clinic::csv_field(r.given) << ',' << clinic::csv_field(r.answer)
+      << '\n';
   if (!f) throw Error(path.string() + ": write failed");
 }
 
@@ -117,11 +123,83 @@ Consultation consultation(const Case& c, Language lang, bool with_context) {
   return r;
 }
 
+// --own-descriptions: step2_own.csv holds step2.csv's rows and, for each
+// question-1 row, the same row with its answer starting (as `given`: prompt,
+// no loss) with what the model itself answers about that image, up to the
+// diagnosis. At inference the diagnosis follows the model's own description,
+// not the measured one the other rows show; these rows train it there.
+void write_own_descriptions(const fs::path& dir, const std::string& model_dir, int threads, bool quiet) {
+  const fs::path in = dir / "step2.csv";
+  const clinic::CsvTable t = clinic::read_csv(in.string());
+  auto col = [&](const char* name) {
+    const int c = t.column(name);
+    if (c < 0) throw Error(in.string() + ": no column '" + name + "' (write the folder with skingpt dataset --data first)");
+    return c;
+  };
+  const int ci = col("image"), cd = col("dx"), cl = col("lang"), ch = col("history"), cq = col("question"),
+            ct = col("text"), cg = t.column("given");
+  std::vector<Row> rows;
+  for (const auto& v : t.rows)
+    rows.push_back(Row{v[ci], v[cd], v[cq], v[ct], v[cl], v[ch], cg >= 0 ? v[cg] : ""});
+
+  const auto model = SkinGptModel::load(model_dir);
+  ThreadPool pool(threads);
+  Conversation conv(*model, pool);
+  ChatOptions greedy;
+  greedy.max_new_tokens = 200;
+  greedy.sampling = SamplerParams{0.0f, 0, 1.0f, 1.0f, 0};
+  struct Own {
+    const Row* row;
+    std::string rest;  // the training answer after the diagnosis prefix
+  };
+  std::vector<Own> todo;
+  for (const auto& r : rows) {
+    if (r.lang != "en" && r.lang != "ja") throw Error(in.string() + ": lang '" + r.lang + "' is not en or ja");
+    const auto& script = clinic::consultation_script(r.lang == "ja" ? Language::Ja : Language::En);
+    if (!r.history.empty() || !r.given.empty() || r.question == script.score_question) continue;
+    const size_t at = r.answer.find(script.answer_prefix);
+    if (at != std::string::npos) todo.push_back({&r, r.answer.substr(at + script.answer_prefix.size())});
+  }
+  std::map<std::string, std::string> described;  // image + question → own words up to the prefix ("" = none)
+  Progress bar("describe with " + model_dir, todo.size(), "rows");
+  size_t done = 0, without_diagnosis = 0;
+  for (const auto& o : todo) {
+    const std::string key = o.row->image + '\n' + o.row->question;
+    if (!described.count(key)) {
+      const auto& script = clinic::consultation_script(o.row->lang == "ja" ? Language::Ja : Language::En);
+      conv.reset();
+      const auto chw = model->preprocess(decode_image((dir / o.row->image).string()));
+      conv.set_image(chw.data());
+      const std::string a = conv.ask(o.row->question, greedy);
+      const size_t at = a.find(script.answer_prefix);
+      described[key] = at == std::string::npos ? "" : a.substr(0, at + script.answer_prefix.size());
+      if (at == std::string::npos) ++without_diagnosis;
+    }
+    if (!quiet) bar.update(++done);
+  }
+  if (!quiet) bar.finish();
+  std::vector<Row> added;  // `todo` points into `rows`: append after the loop
+  for (const auto& o : todo) {
+    const std::string& own = described[o.row->image + '\n' + o.row->question];
+    if (own.empty()) continue;
+    Row r = *o.row;
+    r.answer = o.rest;
+    r.given = own;
+    added.push_back(std::move(r));
+  }
+  rows.insert(rows.end(), added.begin(), added.end());
+  write_rows(dir / "step2_own.csv", rows);
+  std::printf("wrote %s: %zu rows of step2.csv and %zu with the model's own words (%zu first-turn rows; %zu "
+              "descriptions reached no diagnosis and were left out)\n",
+              (dir / "step2_own.csv").string().c_str(), t.rows.size(), added.size(), todo.size(), without_diagnosis);
+}
+
 }  // namespace
 
 int cmd_dataset(int argc, char** argv) {
-  std::string data, out, train_split = "ham10000_fit", val_split = "ham10000_val", conditions;
-  int64_t per_class = 1500, ja_percent = 30, seed = 1;
+  std::string data, out, train_split = "ham10000_fit", val_split = "ham10000_val", conditions, own_model;
+  int64_t per_class = 1500, ja_percent = 30, seed = 1,
+          threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), 256);
   bool quiet = false;
   Args a("dataset",
          "Write skingpt-mini's training data from a labelled image CSV: step1.csv (image ↔ measured clinical "
@@ -136,8 +214,18 @@ int cmd_dataset(int argc, char** argv) {
   a.option("--ja-percent", &ja_percent, "share of step-2 rows in Japanese, in percent");
   a.option("--conditions", &conditions, "condition catalogue (default: built-in)");
   a.option("--seed", &seed, "seed of the row choices");
+  a.option("--own-descriptions", &own_model,
+           "instead: read OUT/step2.csv and write OUT/step2_own.csv, adding its question-1 rows again with the "
+           "answer starting (as prompt) with this model's own description of the image");
+  a.option("-t,--threads", &threads, "threads (--own-descriptions)");
   a.flag("-q,--quiet", &quiet, "no progress bar");
   if (!a.parse(argc, argv)) return 0;
+  if (!own_model.empty()) {
+    if (out.empty()) throw Error("dataset: --own-descriptions needs --out DIR, the folder with step2.csv");
+    if (threads < 1 || threads > 256) throw Error("dataset: --threads must be in 1..256");
+    write_own_descriptions(out, own_model, static_cast<int>(threads), quiet);
+    return 0;
+  }
   if (data.empty() || out.empty()) throw Error("dataset: give --data CSV and --out DIR (see --help)");
   for (const auto* s : {&train_split, &val_split})
     if (s->find("test") != std::string::npos)
@@ -187,7 +275,7 @@ int cmd_dataset(int argc, char** argv) {
       r.answer = k.diagnosis;
     } else {
       const size_t turn = kind < 60 ? 0 : kind < 73 ? 1 : kind < 87 ? 2 : 3;
-      r.history.assign(k.turns.begin(), k.turns.begin() + static_cast<std::ptrdiff_t>(turn));
+      r.history = history_json(Turns(k.turns.begin(), k.turns.begin() + static_cast<std::ptrdiff_t>(turn)));
       r.question = k.turns[turn].first;
       r.answer = k.turns[turn].second;
     }

@@ -178,6 +178,9 @@ int cmd_train(int argc, char** argv) {
   a.option("--steps", &o.steps, "optimizer steps");
   a.option("--clip", &o.clip, "clip the gradient norm to this (0 = off)");
   a.option("--label-smoothing", &o.label_smoothing, "pretrain-vit: label smoothing");
+  a.option("--agree", &o.agree,
+           "step2: weight of the agreement loss: rows whose answer reaches \"This could be a skin disease image "
+           "of\" learn to rank the catalogue's diagnoses there as the scoring question does (0 = off)");
   a.flag("--logit-adjust", &o.logit_adjust, "pretrain-vit: prior-adjusted (logit-adjusted) loss for imbalanced classes");
   a.option("--augment", &aug, "crop,hflip,vflip,rot90,jitter (any of; for image stages)");
   a.option("--crop-scale", &o.augment.crop_min_scale, "random resized crop: smallest area fraction");
