@@ -49,13 +49,12 @@ at::Tensor sequence_loss(const Net& net, const at::Tensor& images, const SeqBatc
                                 sum ? at::Reduction::Sum : at::Reduction::Mean);
 }
 
-
 namespace {
 
-size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b, size_t from = 0) {
-  size_t i = from;
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t i = 0;
   while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-  return i - from;
+  return i;
 }
 
 }  // namespace
@@ -88,6 +87,9 @@ PhraseSet phrase_set(const Tokenizer& tok, const ConversationTemplate& tpl, cons
 }
 
 at::Tensor phrase_logliks(const Net& net, const at::Tensor& images, const std::vector<PhraseSet>& sets, int64_t nq) {
+  if (sets.empty()) return at::empty({0, 0}, at::kFloat);
+  for (const auto& s : sets)
+    if (s.phrase.size() != sets[0].phrase.size()) throw Error("train: phrase sets of different sizes in one batch");
   const at::Device dev = net.device();
   std::vector<PromptTokens> rows;
   std::vector<int64_t> row_image, row_of_set;

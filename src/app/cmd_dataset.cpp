@@ -222,6 +222,7 @@ int cmd_dataset(int argc, char** argv) {
   if (!a.parse(argc, argv)) return 0;
   if (!own_model.empty()) {
     if (out.empty()) throw Error("dataset: --own-descriptions needs --out DIR, the folder with step2.csv");
+    if (!data.empty()) throw Error("dataset: give --data (write the folder) or --own-descriptions (add to it), not both");
     if (threads < 1 || threads > 256) throw Error("dataset: --threads must be in 1..256");
     write_own_descriptions(out, own_model, static_cast<int>(threads), quiet);
     return 0;
