@@ -343,8 +343,7 @@ PromptTokens build_prompt_tokens(const Tokenizer& tok, const ConversationTemplat
   const std::string start = given.empty() ? tail : tail + " " + given;
   const std::vector<int32_t> prompt1 = tok.encode(start, false);
   r.seg1 = tok.encode(start + (given.empty() ? " " : "") + answer + t.sep, false);
-  size_t m = 0;
-  while (m < prompt1.size() && m < r.seg1.size() && prompt1[m] == r.seg1[m]) ++m;
+  const size_t m = common_prefix(prompt1, r.seg1);
   r.n_prompt1 = m;
   if (r.seg1.size() <= m) throw Error("training answer '" + answer + "' gives no tokens");
   if (max_answer_tokens > 0 && static_cast<int64_t>(r.seg1.size() - m) > max_answer_tokens)

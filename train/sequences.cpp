@@ -49,16 +49,6 @@ at::Tensor sequence_loss(const Net& net, const at::Tensor& images, const SeqBatc
                                 sum ? at::Reduction::Sum : at::Reduction::Mean);
 }
 
-namespace {
-
-size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-  size_t i = 0;
-  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
-  return i;
-}
-
-}  // namespace
-
 PhraseSet phrase_set(const Tokenizer& tok, const ConversationTemplate& tpl, const Turns& history,
                      const std::string& question, const std::string& answer_start,
                      const std::vector<std::string>& phrases) {

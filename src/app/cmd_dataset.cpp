@@ -152,18 +152,18 @@ void write_own_descriptions(const fs::path& dir, const std::string& model_dir, i
     const Row* row;
     std::string rest;  // the training answer after the diagnosis prefix
   };
-  std::vector<Own> todo;
+  std::vector<Own> first_turns;
   for (const auto& r : rows) {
     if (r.lang != "en" && r.lang != "ja") throw Error(in.string() + ": lang '" + r.lang + "' is not en or ja");
     const auto& script = clinic::consultation_script(r.lang == "ja" ? Language::Ja : Language::En);
     if (!r.history.empty() || !r.given.empty() || r.question == script.score_question) continue;
     const size_t at = r.answer.find(script.answer_prefix);
-    if (at != std::string::npos) todo.push_back({&r, r.answer.substr(at + script.answer_prefix.size())});
+    if (at != std::string::npos) first_turns.push_back({&r, r.answer.substr(at + script.answer_prefix.size())});
   }
   std::map<std::string, std::string> described;  // image + question → own words up to the prefix ("" = none)
-  Progress bar("describe with " + model_dir, todo.size(), "rows");
+  Progress bar("describe with " + model_dir, first_turns.size(), "rows");
   size_t done = 0, without_diagnosis = 0;
-  for (const auto& o : todo) {
+  for (const auto& o : first_turns) {
     const std::string key = o.row->image + '\n' + o.row->question;
     if (!described.count(key)) {
       const auto& script = clinic::consultation_script(o.row->lang == "ja" ? Language::Ja : Language::En);
@@ -178,8 +178,8 @@ void write_own_descriptions(const fs::path& dir, const std::string& model_dir, i
     if (!quiet) bar.update(++done);
   }
   if (!quiet) bar.finish();
-  std::vector<Row> added;  // `todo` points into `rows`: append after the loop
-  for (const auto& o : todo) {
+  std::vector<Row> added;  // `first_turns` points into `rows`: append after the loop
+  for (const auto& o : first_turns) {
     const std::string& own = described[o.row->image + '\n' + o.row->question];
     if (own.empty()) continue;
     Row r = *o.row;
@@ -191,7 +191,7 @@ void write_own_descriptions(const fs::path& dir, const std::string& model_dir, i
   write_rows(dir / "step2_own.csv", rows);
   std::printf("wrote %s: %zu rows of step2.csv and %zu with the model's own words (%zu first-turn rows; %zu "
               "descriptions reached no diagnosis and were left out)\n",
-              (dir / "step2_own.csv").string().c_str(), t.rows.size(), added.size(), todo.size(), without_diagnosis);
+              (dir / "step2_own.csv").string().c_str(), t.rows.size(), added.size(), first_turns.size(), without_diagnosis);
 }
 
 }  // namespace

@@ -96,14 +96,6 @@ std::string conversation_prompt(const ConversationTemplate& t, const Turns& turn
 
 std::string Conversation::prompt() const { return conversation_prompt(tpl_, turns_, pending_question_, !image_.empty()); }
 
-namespace {
-size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
-  return n;
-}
-}  // namespace
-
 Conversation::Tail Conversation::sync_prompt() {
   const std::string p = prompt();
   const auto& tok = *m_.tokenizer;

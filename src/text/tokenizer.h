@@ -61,4 +61,12 @@ class Tokenizer {
   std::vector<int16_t> id_to_byte_;  // -1 unless a Byte piece
 };
 
+// How many leading ids two token sequences share (where a prompt ends and
+// its answer begins, once both are tokenized as one text).
+inline size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  size_t n = 0;
+  while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+  return n;
+}
+
 }  // namespace sg
