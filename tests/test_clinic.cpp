@@ -824,7 +824,13 @@ TEST(Consultation, ScoresAreScoreImagesAndTheImageIsEncodedOnce) {
   EXPECT_NE(r.answers[3].question.find("treatment"), std::string::npos);
   EXPECT_EQ(stages.front(), "quality");
   EXPECT_EQ(stages.back(), "question 4/4");
-  // The differential is exactly the calibrated score_image().
+  // A random model's answer names no diagnosis: the differential falls back
+  // to the scoring question, and says so. It is exactly the calibrated
+  // score_image().
+  EXPECT_EQ(r.differential.scored_at, ScoreContext::ScoreQuestion);
+  ScoreContext where = ScoreContext::FirstAnswer;
+  EXPECT_EQ(c.score_image(img, Language::En, &where), raw);
+  EXPECT_EQ(where, ScoreContext::ScoreQuestion);
   const auto p = calibrated_probabilities(raw, cal);
   double sum = 0;
   for (const auto& k : r.differential.ranked) {
@@ -925,7 +931,9 @@ TEST(Describe, EndToEndTextJsonHtmlAndJapanese) {
   EXPECT_LT(jc["differential"]["candidates"][0]["probability"].get<double>(),
             j["differential"]["candidates"][0]["probability"].get<double>());
   EXPECT_GT(jc["differential"]["normalized_entropy"].get<double>(), j["differential"]["normalized_entropy"].get<double>());
-  EXPECT_TRUE(jc["model_answers"].empty());
+  // --no-questions: only the first question, whose answer the differential is read from.
+  EXPECT_EQ(jc["model_answers"].size(), 1u);
+  EXPECT_EQ(jc["differential"]["scored_at"], "score_question") << "a random model's answer names no diagnosis";
 
   run = test::run_command(describe_cmd(d.path, img, "--lang ja"));
   ASSERT_EQ(run.status, 0) << run.output;

@@ -67,7 +67,7 @@ int cmd_describe(int argc, char** argv) {
   a.option("--top-p", &top_p, "nucleus sampling mass (SkinGPT-4: 0.9)");
   a.option("-n,--max-new-tokens", &max_new, "longest answer per question in tokens");
   a.option("-c,--ctx-size", &n_ctx, "context size in tokens");
-  a.flag("--no-questions", &no_questions, "differential only: do not generate the four answers");
+  a.flag("--no-questions", &no_questions, "only the first question (the differential is read from its answer), not questions 2-4");
   a.flag("-q,--quiet", &quiet, "no progress on stderr");
   a.flag("--mmap", &mmap, kMmapHelp);
   if (!a.parse(argc, argv)) return 0;

@@ -106,17 +106,45 @@ void Consultant::set_calibration_source(std::string source, bool calibrated) {
   calibrated_ = calibrated;
 }
 
-std::vector<double> Consultant::score_preprocessed(const float* chw, Language lang) {
+Consultant::FirstTurn Consultant::first_turn(const std::string& question, Language lang, const ChatOptions& co,
+                                             const std::function<void(const std::string&)>& on_stage) {
   const ConsultationScript& s = consultation_script(lang);
+  const auto phrases = scoring_phrases(cat_, lang);
+  FirstTurn f;
+  f.answer = co.max_new_tokens >= 16 ? conv_->ask(question, co) : "";
+  if (on_stage) on_stage("score");
+  const auto t0 = std::chrono::steady_clock::now();
+  // Scored in the conversation as it was before the answer: the image alone.
+  std::vector<float> image = conv_->image_embeddings();
+  conv_->reset();
+  conv_->set_image_embeddings(std::move(image));
+  if (const size_t at = f.answer.find(s.answer_prefix); at != std::string::npos) {
+    f.loglik = conv_->score_answers(question, f.answer.substr(0, at + s.answer_prefix.size()), phrases);
+    f.scored_at = ScoreContext::FirstAnswer;
+  } else {
+    f.loglik = conv_->score_answers(s.score_question, s.answer_prefix, phrases);
+  }
+  f.score_ms = ms_since(t0);
+  conv_->add_turn(question, f.answer);
+  return f;
+}
+
+std::vector<double> Consultant::score_preprocessed(const float* chw, Language lang, ScoreContext* where) {
   conv_->reset();
   conv_->set_image(chw);
   ++encodes_;
-  return conv_->score_answers(s.score_question, s.answer_prefix, scoring_phrases(cat_, lang));
+  const ConsultOptions defaults;
+  ChatOptions co;
+  co.max_new_tokens = defaults.max_new_tokens;
+  co.sampling = defaults.sampling;
+  FirstTurn f = first_turn(consultation_script(lang).questions[0], lang, co);
+  if (where) *where = f.scored_at;
+  return std::move(f.loglik);
 }
 
-std::vector<double> Consultant::score_image(const Image& img, Language lang) {
+std::vector<double> Consultant::score_image(const Image& img, Language lang, ScoreContext* where) {
   const auto chw = m_.preprocess(img);
-  return score_preprocessed(chw.data(), lang);
+  return score_preprocessed(chw.data(), lang, where);
 }
 
 Report assess_only(const Image& img, const PatientInfo& patient, Language lang, const Catalogue& cat,
@@ -162,47 +190,44 @@ Report Consultant::consult(const Image& img, const PatientInfo& patient, Languag
   ++encodes_;
   r.timings.encode_ms = ms_since(t);
 
-  stage("score");
+  // The first answer, then the differential read where it names a
+  // diagnosis, then the other questions.
   t = std::chrono::steady_clock::now();
-  // Scored first, before any generated answer enters the conversation, so
-  // the scores are exactly score_image()'s (what eval/calibrate measure).
-  const auto loglik = conv_->score_answers(s.score_question, s.answer_prefix, scoring_phrases(cat_, lang));
-  r.differential = build_differential(loglik, cat_, cal_);
-  r.timings.score_ms = ms_since(t);
-  r.assessed = true;
-
-  if (opt.ask_questions) {
-    t = std::chrono::steady_clock::now();
-    const std::string context = patient_context(patient, lang);
-    const size_t n_questions = std::min(s.questions.size(), opt.question_limit);
-    for (size_t i = 0; i < n_questions; ++i) {
-      stage("question " + std::to_string(i + 1) + "/" + std::to_string(n_questions));
-      std::string q = s.questions[i];
-      if (i == 0 && !context.empty()) q = context + " " + q;
-      ChatOptions co;
-      // Leave room for the later questions: each answer gets at most its share
-      // of what is left of the context.
-      const int64_t left = conv_->context().n_ctx() - conv_->context().n_past();
-      const int64_t share = (left - 64 * static_cast<int64_t>(n_questions - i)) /
-                            static_cast<int64_t>(n_questions - i);
-      co.max_new_tokens = std::min<int64_t>(opt.max_new_tokens, share);
-      co.sampling = opt.sampling;
-      co.sampling.seed = opt.sampling.seed + i;
-      if (opt.on_text) co.on_text = [&, i](const std::string& piece) {
-        opt.on_text(static_cast<int>(i), piece);
-        return true;
-      };
-      ModelAnswer a;
-      a.question = q;
-      if (co.max_new_tokens < 16) {
-        a.answer = "";  // no room left in the context; the report says it was not asked
-      } else {
-        a.answer = conv_->ask(q, co);
-      }
-      r.answers.push_back(std::move(a));
-    }
-    r.timings.questions_ms = ms_since(t);
+  const std::string context = patient_context(patient, lang);
+  const size_t n_questions = opt.ask_questions ? std::min(s.questions.size(), std::max<size_t>(1, opt.question_limit)) : 1;
+  double score_ms = 0;
+  for (size_t i = 0; i < n_questions; ++i) {
+    stage("question " + std::to_string(i + 1) + "/" + std::to_string(n_questions));
+    std::string q = s.questions[i];
+    if (i == 0 && !context.empty()) q = context + " " + q;
+    ChatOptions co;
+    // Leave room for the later questions: each answer gets at most its share
+    // of what is left of the context.
+    const int64_t left = conv_->context().n_ctx() - conv_->context().n_past();
+    const int64_t share = (left - 64 * static_cast<int64_t>(n_questions - i)) / static_cast<int64_t>(n_questions - i);
+    co.max_new_tokens = std::min<int64_t>(opt.max_new_tokens, share);
+    co.sampling = opt.sampling;
+    co.sampling.seed = opt.sampling.seed + i;
+    if (opt.on_text) co.on_text = [&, i](const std::string& piece) {
+      opt.on_text(static_cast<int>(i), piece);
+      return true;
+    };
+    ModelAnswer a;
+    a.question = q;
+    if (i == 0) {
+      FirstTurn f = first_turn(q, lang, co, opt.on_stage);
+      r.differential = build_differential(f.loglik, cat_, cal_);
+      r.differential.scored_at = f.scored_at;
+      a.answer = std::move(f.answer);
+      score_ms = f.score_ms;
+    } else if (co.max_new_tokens >= 16) {
+      a.answer = conv_->ask(q, co);
+    }  // else: no room left in the context; the report says it was not asked
+    r.answers.push_back(std::move(a));
   }
+  r.assessed = true;
+  r.timings.questions_ms = ms_since(t) - score_ms;
+  r.timings.score_ms = score_ms;
   r.timings.total_ms = ms_since(t0);
   return r;
 }

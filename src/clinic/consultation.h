@@ -1,13 +1,14 @@
 // The consultation (issue 6): one photo, the paper's four questions in one
 // conversation (image encoded once), the differential scored by the model's
-// own likelihood of "This could be a skin disease image of <condition>",
-// calibrated, with photo quality checked first and the project's own lesion
-// measurements beside the model's words. Produces a Report (report.h renders
-// it as text, JSON or HTML).
+// own likelihood of "This could be a skin disease image of <condition>" where
+// its first answer says that, calibrated, with photo quality checked first
+// and the project's own lesion measurements beside the model's words.
+// Produces a Report (report.h renders it as text, JSON or HTML).
 //
 // For evaluation and calibration tools: score_image() is exactly the scoring
-// consult() does (same question, prefix and phrases, in a fresh conversation
-// before any other turn), so numbers measured with it hold for the report.
+// consult() does with its default options and no patient details (the same
+// greedy first answer, prefix and phrases), so numbers measured with it hold
+// for the report.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -56,7 +57,7 @@ struct ConsultOptions {
   // in models/skingpt-mini/README.md). SkinGPT-4 sampled (temperature 1.0,
   // top-p 0.9); `describe --temp 1` restores that.
   SamplerParams sampling{0.0f, 0, 0.9f, 1.0f, 0};
-  bool ask_questions = true;           // false: differential only (no generated answers)
+  bool ask_questions = true;           // false: the first question only (the differential is read from its answer)
   size_t question_limit = SIZE_MAX;    // ask only the first N of the four questions
   QualityThresholds quality;
   // Progress: called with a stage ("quality", "encode", "score", "question 1/4", ...).
@@ -108,11 +109,14 @@ class Consultant {
   // changes what the report says.
   void set_calibration_source(std::string source, bool calibrated);
 
-  // Raw log-likelihood of each catalogue condition (catalogue order), the
-  // image encoded once. Deterministic. Does not check photo quality.
-  std::vector<double> score_image(const Image& img, Language lang = Language::En);
+  // Raw log-likelihood of each catalogue condition (catalogue order) as
+  // consult() scores it: the first answer generated greedily, the image
+  // encoded once. Deterministic. Does not check photo quality. `where`, when
+  // given, receives the context the scores were read in.
+  std::vector<double> score_image(const Image& img, Language lang = Language::En, ScoreContext* where = nullptr);
   // Same from an already preprocessed image (CHW at the vision model's size).
-  std::vector<double> score_preprocessed(const float* chw, Language lang = Language::En);
+  std::vector<double> score_preprocessed(const float* chw, Language lang = Language::En,
+                                         ScoreContext* where = nullptr);
 
   // The whole consultation. `image_name` is only shown in the report.
   Report consult(const Image& img, const PatientInfo& patient, Language lang, const ConsultOptions& opt = {},
@@ -127,6 +131,18 @@ class Consultant {
   const std::vector<float>& image_embeddings() const;
 
  private:
+  struct FirstTurn {
+    std::string answer;
+    std::vector<double> loglik;
+    ScoreContext scored_at = ScoreContext::ScoreQuestion;
+    double score_ms = 0;
+  };
+  // Asks `question` (the first, in a conversation holding only the image),
+  // reads the scores where the answer names a diagnosis, and leaves the
+  // conversation holding that one turn.
+  FirstTurn first_turn(const std::string& question, Language lang, const ChatOptions& co,
+                       const std::function<void(const std::string&)>& on_stage = {});
+
   const SkinGptModel& m_;
   const Catalogue& cat_;
   Calibration cal_;

@@ -66,6 +66,10 @@ Differential differential_from_probabilities(const std::vector<double>& probs, c
   return d;
 }
 
+const char* score_context_name(ScoreContext c) {
+  return c == ScoreContext::FirstAnswer ? "first_answer" : "score_question";
+}
+
 Differential build_differential(const std::vector<double>& loglik, const Catalogue& cat, const Calibration& cal) {
   if (loglik.size() != cat.size())
     throw Error("differential: " + std::to_string(loglik.size()) + " scores for a catalogue of " +

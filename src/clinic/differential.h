@@ -26,6 +26,14 @@ struct Candidate {
 enum class Certainty { High, Moderate, Low };
 const char* certainty_name(Certainty c);  // "high", "moderate", "low"
 
+// Where the model's scores were read: at the diagnosis in its own first answer
+// ("... This could be a skin disease image of <condition>"), so the words and
+// the numbers are one distribution; or, when that answer names no diagnosis
+// there (another model's wording, a cut-off answer), as the answer to the
+// scoring question.
+enum class ScoreContext { FirstAnswer, ScoreQuestion };
+const char* score_context_name(ScoreContext c);  // "first_answer" | "score_question"
+
 struct Differential {
   std::vector<Candidate> ranked;   // every catalogue condition, most likely first
   double entropy = 0;              // nats
@@ -36,6 +44,7 @@ struct Differential {
   bool uncertain = false;          // top < uncertain_max_prob or margin < uncertain_min_margin
   bool refer_urgently = false;     // some red flag raised
   std::vector<size_t> red_flags;   // indices into `ranked` of flagged candidates
+  ScoreContext scored_at = ScoreContext::ScoreQuestion;
 };
 
 // Builds the differential from raw log-likelihoods (catalogue order).
