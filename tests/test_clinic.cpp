@@ -829,7 +829,7 @@ TEST(Consultation, ScoresAreScoreImagesAndTheImageIsEncodedOnce) {
   // score_image().
   EXPECT_EQ(r.differential.scored_at, ScoreContext::ScoreQuestion);
   ScoreContext where = ScoreContext::FirstAnswer;
-  EXPECT_EQ(c.score_image(img, Language::En, &where), raw);
+  EXPECT_EQ(c.score_image(img, Language::En, {}, &where), raw);
   EXPECT_EQ(where, ScoreContext::ScoreQuestion);
   const auto p = calibrated_probabilities(raw, cal);
   double sum = 0;

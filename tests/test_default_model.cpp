@@ -83,6 +83,15 @@ TEST(DefaultModel, AnswersDependOnTheImageAndAgreeWithScoresAndMeasurements) {
     agreed += agree.agreed();
     EXPECT_EQ(a.rfind("This is a skin disease image with the following medical features:", 0), 0u) << name << ": " << a;
   }
+  // Patient details go before the first question, so they change its answer's
+  // context and the scores; score_image() with them is still the report's.
+  const Image img = decode_image((kExamples / "test_melanoma_ISIC_0034529.jpg").string());
+  const PatientInfo patient{63, "male", "back", ""};
+  const Report rp = consultant.consult(img, patient, Language::En, opt);
+  const auto with = consultant.score_image(img, Language::En, patient);
+  EXPECT_NE(with, consultant.score_image(img));
+  for (const auto& c : rp.differential.ranked) EXPECT_EQ(c.log_likelihood, with[c.index]) << c.id;
+
   EXPECT_EQ(answers.size(), static_cast<size_t>(n)) << "every photo gets its own description";
   EXPECT_GE(tops.size(), 2u) << "the differential depends on the photo";
   // All 6 here. Greedy decoding can still part from the full-phrase ranking

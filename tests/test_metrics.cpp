@@ -14,6 +14,7 @@
 #include <set>
 
 #include "clinic/calibrate.h"
+#include "clinic/consultation.h"
 #include "clinic/eval_report.h"
 #include "clinic/labels.h"
 #include "clinic/metrics.h"
@@ -667,6 +668,29 @@ TEST(EvalCommand, RefusesBadInputWithClearErrors) {
                         model.dir.path().string() + " --out " + (work / "o").string());
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("unk.csv:2: dx 'psoriasis' is not a condition"), std::string::npos) << r.output;
+  // --patient runs the model, so it cannot come with cached scores.
+  r = test::run_command(bin + " eval --scores x.csv --patient");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("--patient runs the model"), std::string::npos) << r.output;
+}
+
+TEST(EvalCommand, PatientDetailsFromTheLabels) {
+  clinic::LabelRow row;
+  row.age = 60;
+  row.sex = "female";
+  row.site = "back";
+  const clinic::PatientInfo p = clinic::patient_of(row, Language::En);
+  ASSERT_TRUE(p.age.has_value());
+  EXPECT_EQ(*p.age, 60);
+  EXPECT_EQ(p.sex, "female");
+  EXPECT_EQ(p.site, "back");
+  EXPECT_TRUE(p.history.empty());
+  EXPECT_EQ(clinic::patient_of(row, Language::Ja).sex, "女性");
+  // The same context the training texts were written with.
+  EXPECT_EQ(clinic::patient_context(p, Language::En), "(Patient information: 60 years old; sex: female; site: back.)");
+  row.age = NAN;
+  row.sex = row.site = "";
+  EXPECT_TRUE(clinic::patient_of(row, Language::En).empty()) << "unknown age, sex and site: no patient context";
 }
 
 }  // namespace

@@ -64,14 +64,6 @@ std::vector<Case> measure(const std::vector<clinic::LabelRow>& rows, const clini
   return cases;
 }
 
-clinic::PatientInfo patient_of(const clinic::LabelRow& r, Language lang) {
-  clinic::PatientInfo p;
-  if (!std::isnan(r.age)) p.age = static_cast<int>(r.age);
-  if (!r.sex.empty()) p.sex = lang == Language::Ja ? (r.sex == "male" ? "男性" : "女性") : r.sex;
-  p.site = r.site;  // HAM10000's English site names, as a user would type them
-  return p;
-}
-
 std::string relative_image(const Case& c, const fs::path& out_dir) {
   return fs::relative(fs::absolute(c.row.image_path), fs::absolute(out_dir)).string();
 }
@@ -115,7 +107,7 @@ Consultation consultation(const Case& c, Language lang, bool with_context) {
   for (size_t i = 0; i < script.questions.size(); ++i) {
     std::string q = script.questions[i];
     if (i == 0 && with_context) {
-      const std::string ctx = clinic::patient_context(patient_of(c.row, lang), lang);
+      const std::string ctx = clinic::patient_context(clinic::patient_of(c.row, lang), lang);
       if (!ctx.empty()) q = ctx + " " + q;
     }
     r.turns.emplace_back(q, ans.answers[i]);

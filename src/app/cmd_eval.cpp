@@ -53,6 +53,7 @@ int cmd_eval(int argc, char** argv) {
   int64_t limit = 0, answers = 0, threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), 256);
   bool json = false;
   float answer_temp = 0.0f;
+  bool with_patient = false;
   Args a("eval",
          "Measure the differential on a labelled split: balanced accuracy, per-condition recall and precision, "
          "top-3 accuracy, AUROC (melanoma, malignant vs benign), calibration error before and after calibration, "
@@ -72,11 +73,15 @@ int cmd_eval(int argc, char** argv) {
   a.option("--answers", &answers,
            "also ask the first consultation question for the first N images (-1 = all) and check that the answer "
            "names the top-scored condition and states the measured features");
+  a.flag("--patient", &with_patient,
+         "put each image's age, sex and site from the labels before the first question, as describe's "
+         "--age/--sex/--site do (the differential is read from that answer)");
   a.option("--temp", &answer_temp, "with --answers: sampling temperature of the answers (describe's default: 0 = greedy)");
   if (!a.parse(argc, argv)) return 0;
   const clinic::Language lang = clinic::parse_language(lang_name);
   if (split.empty() && scores_path.empty()) throw Error("eval: give --split NAME (see --help)");
   if (answers != 0 && !scores_path.empty()) throw Error("eval: --answers runs the model; it cannot be used with --scores");
+  if (with_patient && !scores_path.empty()) throw Error("eval: --patient runs the model; it cannot be used with --scores");
 
   // The model folder: required to score; with --scores only for its catalogue and calibration.
   std::string model;
@@ -99,7 +104,7 @@ int cmd_eval(int argc, char** argv) {
     auto rows = load_split(data, split, limit);
     if (rows.empty()) throw Error(data + ": split " + split + " has no rows");
     truth_indices(rows, cat, data);  // fail before the long run
-    scores = score_split(model, cat, std::move(rows), split, lang, static_cast<int>(threads), &seconds);
+    scores = score_split(model, cat, std::move(rows), split, lang, static_cast<int>(threads), &seconds, with_patient);
     data_name = data;
   }
   const std::vector<int> truth = [&] {
@@ -138,6 +143,7 @@ int cmd_eval(int argc, char** argv) {
   if (r.model.empty()) r.model = fs::path(model).parent_path().filename().string();
   r.catalogue_source = cat.source();
   r.language = clinic::language_code(lang);
+  r.patient_details = with_patient;
   r.class_ids = cat.ids();
   for (const auto& c : cat.conditions()) r.class_names.push_back(c.name.en);
   r.malignant = spec.malignant;
@@ -161,7 +167,8 @@ int cmd_eval(int argc, char** argv) {
     std::vector<clinic::LabelRow> labels;
     for (const auto& row : scores.rows) labels.push_back(row.label);
     r.answers = check_answers(model, cat, cal ? *cal : clinic::Calibration{}, labels, lang, static_cast<int>(threads),
-                              answers < 0 ? 0 : answers, answer_temp, (fs::path(out_dir) / "answers.csv").string());
+                              answers < 0 ? 0 : answers, answer_temp, (fs::path(out_dir) / "answers.csv").string(),
+                              with_patient);
   }
   r.seconds = seconds;
   r.scores_file = scores_out;

@@ -55,7 +55,7 @@ std::vector<int> truth_indices(const std::vector<clinic::LabelRow>& rows, const 
 
 clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catalogue& cat,
                                std::vector<clinic::LabelRow> rows, const std::string& split, clinic::Language lang,
-                               int threads, double* seconds) {
+                               int threads, double* seconds, bool with_patient) {
   if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
   auto model = SkinGptModel::load(model_dir);
   ThreadPool pool(threads);
@@ -69,7 +69,7 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
     clinic::ScoredRow s;
     s.label = std::move(rows[i]);
     const Image img = decode_image(s.label.image_path);
-    s.loglik = consultant.score_image(img, lang);
+    s.loglik = consultant.score_image(img, lang, with_patient ? clinic::patient_of(s.label, lang) : clinic::PatientInfo{});
     if (s.loglik.size() != cat.size()) throw Error("internal: score_image returned the wrong number of scores");
     s.label.split = split;
     s.label.extra.clear();
@@ -84,7 +84,7 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
 clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
                                   const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
                                   clinic::Language lang, int threads, int64_t limit, float temperature,
-                                  const std::string& csv_path) {
+                                  const std::string& csv_path, bool with_patient) {
   if (threads < 1 || threads > 256) throw Error("--threads must be in 1..256");
   auto model = SkinGptModel::load(model_dir);
   ThreadPool pool(threads);
@@ -98,7 +98,9 @@ clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Ca
   std::string csv = "image_id,dx,top_scored,named,margin,features_stated,features_agreed,answer\n";
   Progress bar("answers", n, "images");
   for (size_t i = 0; i < n; ++i) {
-    const clinic::Report r = consultant.consult(decode_image(rows[i].image_path), {}, lang, opt, rows[i].image);
+    const clinic::Report r =
+        consultant.consult(decode_image(rows[i].image_path), with_patient ? clinic::patient_of(rows[i], lang) : clinic::PatientInfo{},
+                           lang, opt, rows[i].image);
     bar.update(i + 1);
     if (!r.assessed || r.answers.empty()) continue;
     ++out.n;

@@ -25,10 +25,11 @@ std::vector<int> truth_indices(const std::vector<clinic::LabelRow>& rows, const 
 
 // Scores every row with the model in `model_dir` (each image decoded and
 // encoded once), with a progress bar on stderr. Returns the scores in
-// catalogue order; rows keep their labels with split set to `split`.
+// catalogue order; rows keep their labels with split set to `split`. With
+// `with_patient`, each row's patient_of() goes before the first question.
 clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catalogue& cat,
                                std::vector<clinic::LabelRow> rows, const std::string& split, clinic::Language lang,
-                               int threads, double* seconds = nullptr);
+                               int threads, double* seconds = nullptr, bool with_patient = false);
 
 // Asks the first consultation question for the first `limit` rows (all when
 // 0) and reads each answer back (clinic/answer_check.h): does it name the
@@ -40,7 +41,7 @@ clinic::ScoresFile score_split(const std::string& model_dir, const clinic::Catal
 clinic::AnswerCheck check_answers(const std::string& model_dir, const clinic::Catalogue& cat,
                                   const clinic::Calibration& cal, const std::vector<clinic::LabelRow>& rows,
                                   clinic::Language lang, int threads, int64_t limit, float temperature,
-                                  const std::string& csv_path = "");
+                                  const std::string& csv_path = "", bool with_patient = false);
 
 // A scores file reordered to the catalogue (columns matched by condition id);
 // a file for other conditions is an error. Rows filtered to `split` unless empty.

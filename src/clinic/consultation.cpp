@@ -1,6 +1,7 @@
 #include "clinic/consultation.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
@@ -88,6 +89,19 @@ std::string patient_context(const PatientInfo& p, Language lang) {
   return s + parts + (ja ? "）" : ".)");
 }
 
+PatientInfo patient_of(const LabelRow& row, Language lang) {
+  PatientInfo p;
+  if (std::isfinite(row.age) && row.age >= 0 && row.age <= 150) p.age = static_cast<int>(row.age);
+  if (!row.sex.empty()) p.sex = lang == Language::Ja ? (row.sex == "male" ? "男性" : "女性") : row.sex;
+  p.site = row.site;  // HAM10000's English site names, as a user would type them
+  return p;
+}
+
+std::string first_question(const PatientInfo& p, Language lang) {
+  const std::string context = patient_context(p, lang), &q = consultation_script(lang).questions[0];
+  return context.empty() ? q : context + " " + q;
+}
+
 Consultant::Consultant(const SkinGptModel& model, const Catalogue& catalogue, Calibration calibration,
                        ThreadPool& pool, int64_t n_ctx)
     : m_(model), cat_(catalogue), cal_(std::move(calibration)), pool_(pool) {
@@ -129,7 +143,8 @@ Consultant::FirstTurn Consultant::first_turn(const std::string& question, Langua
   return f;
 }
 
-std::vector<double> Consultant::score_preprocessed(const float* chw, Language lang, ScoreContext* where) {
+std::vector<double> Consultant::score_preprocessed(const float* chw, Language lang, const PatientInfo& patient,
+                                                   ScoreContext* where) {
   conv_->reset();
   conv_->set_image(chw);
   ++encodes_;
@@ -137,14 +152,15 @@ std::vector<double> Consultant::score_preprocessed(const float* chw, Language la
   ChatOptions co;
   co.max_new_tokens = defaults.max_new_tokens;
   co.sampling = defaults.sampling;
-  FirstTurn f = first_turn(consultation_script(lang).questions[0], lang, co);
+  FirstTurn f = first_turn(first_question(patient, lang), lang, co);
   if (where) *where = f.scored_at;
   return std::move(f.loglik);
 }
 
-std::vector<double> Consultant::score_image(const Image& img, Language lang, ScoreContext* where) {
+std::vector<double> Consultant::score_image(const Image& img, Language lang, const PatientInfo& patient,
+                                            ScoreContext* where) {
   const auto chw = m_.preprocess(img);
-  return score_preprocessed(chw.data(), lang, where);
+  return score_preprocessed(chw.data(), lang, patient, where);
 }
 
 Report assess_only(const Image& img, const PatientInfo& patient, Language lang, const Catalogue& cat,
@@ -193,13 +209,11 @@ Report Consultant::consult(const Image& img, const PatientInfo& patient, Languag
   // The first answer, then the differential read where it names a
   // diagnosis, then the other questions.
   t = std::chrono::steady_clock::now();
-  const std::string context = patient_context(patient, lang);
   const size_t n_questions = opt.ask_questions ? std::min(s.questions.size(), std::max<size_t>(1, opt.question_limit)) : 1;
   double score_ms = 0;
   for (size_t i = 0; i < n_questions; ++i) {
     stage("question " + std::to_string(i + 1) + "/" + std::to_string(n_questions));
-    std::string q = s.questions[i];
-    if (i == 0 && !context.empty()) q = context + " " + q;
+    const std::string q = i == 0 ? first_question(patient, lang) : s.questions[i];
     ChatOptions co;
     // Leave room for the later questions: each answer gets at most its share
     // of what is left of the context.

@@ -6,9 +6,9 @@
 // Produces a Report (report.h renders it as text, JSON or HTML).
 //
 // For evaluation and calibration tools: score_image() is exactly the scoring
-// consult() does with its default options and no patient details (the same
-// greedy first answer, prefix and phrases), so numbers measured with it hold
-// for the report.
+// consult() does with its default options (the same greedy first answer,
+// patient details, prefix and phrases), so numbers measured with it hold for
+// the report.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -19,6 +19,7 @@
 
 #include "clinic/catalogue.h"
 #include "clinic/differential.h"
+#include "clinic/labels.h"
 #include "clinic/language.h"
 #include "clinic/lesion.h"
 #include "clinic/quality.h"
@@ -49,6 +50,12 @@ const ConsultationScript& consultation_script(Language lang);
 std::vector<std::string> scoring_phrases(const Catalogue& cat, Language lang);
 // "Patient: 54-year-old woman; site: back; history: ..." or "" when empty.
 std::string patient_context(const PatientInfo& p, Language lang);
+// A labelled row's age, sex and site as a user would give them to describe
+// (--age/--sex/--site), in `lang`: the training texts' patient context and
+// what eval --patient asks with.
+PatientInfo patient_of(const LabelRow& row, Language lang);
+// The consultation's first question, after the patient context when there is one.
+std::string first_question(const PatientInfo& p, Language lang);
 
 struct ConsultOptions {
   int64_t max_new_tokens = 300;        // per answer
@@ -113,10 +120,12 @@ class Consultant {
   // consult() scores it: the first answer generated greedily, the image
   // encoded once. Deterministic. Does not check photo quality. `where`, when
   // given, receives the context the scores were read in.
-  std::vector<double> score_image(const Image& img, Language lang = Language::En, ScoreContext* where = nullptr);
+  // `patient` goes before the first question as in consult().
+  std::vector<double> score_image(const Image& img, Language lang = Language::En, const PatientInfo& patient = {},
+                                  ScoreContext* where = nullptr);
   // Same from an already preprocessed image (CHW at the vision model's size).
   std::vector<double> score_preprocessed(const float* chw, Language lang = Language::En,
-                                         ScoreContext* where = nullptr);
+                                         const PatientInfo& patient = {}, ScoreContext* where = nullptr);
 
   // The whole consultation. `image_name` is only shown in the report.
   Report consult(const Image& img, const PatientInfo& patient, Language lang, const ConsultOptions& opt = {},

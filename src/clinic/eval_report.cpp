@@ -118,6 +118,7 @@ std::string eval_json(const EvalResult& r) {
   o["split"] = r.split;
   o["model"] = r.model;
   o["language"] = r.language;
+  o["patient_details"] = r.patient_details;
   o["catalogue"] = r.catalogue_source;
   o["probabilities"] = r.headline_calibrated() ? "calibrated" : "raw";
   const json summary = summary_json(h, ids);
@@ -176,6 +177,7 @@ std::string eval_text(const EvalResult& r) {
                 r.model.c_str(), r.data.c_str(), r.split.c_str(), static_cast<long long>(h.n), h.classes_present,
                 r.class_ids.size());
   o += b;
+  if (r.patient_details) o += "Patient details (age, sex, site) put before the first question\n";
   o += r.calibrated ? "Calibration: " + r.calibration_source + "\n"
                     : "Calibration: none (no calibration.json; run 'skingpt calibrate'). Figures are raw.\n";
   o += "\n                                   raw    calibrated\n";

@@ -41,6 +41,7 @@ struct EvalResult {
   std::string model;            // model folder name
   std::string catalogue_source;
   std::string language = "en";
+  bool patient_details = false;  // age/sex/site were put before the first question (eval --patient)
   std::vector<std::string> class_ids;    // catalogue order
   std::vector<std::string> class_names;  // for people (English)
   std::vector<bool> malignant;
