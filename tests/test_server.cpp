@@ -170,12 +170,15 @@ TEST(ServerPrintPage, EscapesTextAndToleratesMissingOrWrongFields) {
       {"patient", {{"age", 41}, {"history", "<script>alert(1)</script>"}}},
       {"red_flags", {{"refer_urgently", true}, {"text", "Melanoma (35%) cannot be ruled out"}}},
       {"differential",
-       {{"candidates", {{{"rank", 1}, {"name", "Melanoma"}, {"probability", 0.35}, {"red_flag", true}}}}}},
+       {{"candidates", {{{"rank", 1}, {"name", "Melanoma"}, {"probability", 0.35}, {"red_flag", true}}}},
+        {"scored_at", "first_answer"}}},
       {"messages", {{{"role", "user"}, {"content", "a & b?"}}, {{"role", "assistant"}, {"content", "c > d"}}}},
       {"model_answers", {{{"question", "Could you describe it?"}, {"answer", "This could be dermatofibroma."}}}},
       {"findings", {{"description_names", {{"id", "df"}, {"rank", 6}, {"note", "Note: names <df>, ranked 6"}}}}}};
   const std::string page = print_page(v, {});
   EXPECT_NE(page.find("Note: names &lt;df&gt;, ranked 6"), std::string::npos) << "the description's note is printed";
+  EXPECT_NE(page.find("read where its first answer names the diagnosis"), std::string::npos)
+      << "where the differential was read is printed";
   EXPECT_EQ(page.find("<script>"), std::string::npos);
   EXPECT_NE(page.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
   EXPECT_NE(page.find("flags urgent"), std::string::npos);

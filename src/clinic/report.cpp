@@ -53,8 +53,6 @@ struct Labels {
   const char* calibration;
   const char* calibrated_on;
   const char* not_calibrated;
-  const char* scored_first_answer;
-  const char* scored_score_question;
   const char* disclaimer_head;
   const char* status;
   const char* not_asked;
@@ -105,10 +103,6 @@ const Labels kEn{
     "Probabilities calibrated on",
     "Probabilities are NOT calibrated (no calibration file for this model and language): treat the percentages as "
     "rough relative scores, not as real frequencies.",
-    "The model's scores were read where its first answer names the diagnosis (before calibration, which can "
-    "change their order).",
-    "The scores are the model's likelihood of each condition as its answer to \"What skin disease is shown in "
-    "this image?\" (its first answer names no diagnosis in the expected form).",
     "Important",
     "Status",
     "(not asked: no room left in the model's context)",
@@ -157,8 +151,6 @@ const Labels kJa{
     "較正",
     "確率の較正に使用したデータ",
     "確率は較正されていません（このモデルと言語の較正ファイルがありません）。割合は実際の頻度ではなく、おおまかな相対的な目安として扱ってください。",
-    "モデルのスコアは、最初の回答が診断名を述べる箇所で読み取ったものです（較正前。較正で順位が変わることがあります）。",
-    "確率は「この画像に写っている皮膚疾患は何ですか？」への回答としての各疾患の尤度です（最初の回答が所定の形で診断名を述べていません）。",
     "重要",
     "状態",
     "（未質問：モデルの文脈長が不足）",
@@ -311,6 +303,18 @@ std::string status_text(Language lang) {
   return lang == Language::Ja ? "下書き — 医師の確認待ち" : "Draft — awaiting clinician review";
 }
 
+const char* score_context_text(ScoreContext c, Language lang) {
+  const bool ja = lang == Language::Ja;
+  if (c == ScoreContext::FirstAnswer)
+    return ja ? "モデルのスコアは、最初の回答が診断名を述べる箇所で読み取ったものです（較正前。較正で順位が変わることがあります）。"
+              : "The model's scores were read where its first answer names the diagnosis (before calibration, which "
+                "can change their order).";
+  return ja ? "確率は「この画像に写っている皮膚疾患は何ですか？」への回答としての各疾患の尤度です（最初の回答が所定の形で"
+              "診断名を述べていません）。"
+            : "The scores are the model's likelihood of each condition as its answer to \"What skin disease is shown "
+              "in this image?\" (its first answer names no diagnosis in the expected form).";
+}
+
 std::string disclaimer_text(Language lang) {
   if (lang == Language::Ja)
     return "これは意思決定を支援するための下書きであり、診断ではありません。AIモデルの回答は誤っている可能性があり、"
@@ -450,7 +454,7 @@ std::string render_text(const Report& r) {
              "     ");
     else
       indent(l.not_calibrated, "     ");
-    indent(d.scored_at == ScoreContext::FirstAnswer ? l.scored_first_answer : l.scored_score_question, "     ");
+    indent(score_context_text(d.scored_at, r.language), "     ");
 
     section(n++, l.red_flags);
     if (d.refer_urgently) indent(std::string(l.refer_urgently) + (ja ? "：" : ": ") + red_flag_text(r));
@@ -749,7 +753,7 @@ std::string render_html(const Report& r, const Image* photo) {
     else
       add("<p class=\"uncal\">" + esc(l.not_calibrated) + "</p>\n");
     add("<p class=\"meta\">" +
-        esc(d.scored_at == ScoreContext::FirstAnswer ? l.scored_first_answer : l.scored_score_question) + "</p>\n");
+        esc(score_context_text(d.scored_at, r.language)) + "</p>\n");
     add("<h2>" + esc(l.red_flags) + "</h2>\n<p>" +
         (d.refer_urgently ? "<strong class=\"refuse\">" + esc(l.refer_urgently) + "</strong> " + esc(red_flag_text(r))
                           : esc(l.no_red_flags)) +

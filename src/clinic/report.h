@@ -36,6 +36,8 @@ std::vector<std::string> next_steps(const Report& r);
 // "Draft — awaiting clinician review" and the disclaimer, in `lang`.
 std::string status_text(Language lang);
 std::string disclaimer_text(Language lang);
+// One sentence on where the differential's scores were read (Differential::scored_at).
+const char* score_context_text(ScoreContext c, Language lang);
 // The current time as reports and case records write it: "2026-11-28T01:02:03Z" (UTC).
 std::string now_iso8601();
 

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "clinic/language.h"
+#include "clinic/report.h"
 #include "server/util.h"
 
 namespace sg::server {
@@ -191,6 +192,12 @@ std::string print_page(const ordered_json& v, const std::vector<uint8_t>& photo_
     h += "</table>\n";
     if (!str(dd, "uncertainty_text").empty())
       h += "<p><b>" + esc(w.uncertainty) + ":</b> " + esc(str(dd, "uncertainty_text")) + "</p>\n";
+    if (const std::string at = str(dd, "scored_at"); !at.empty())  // absent in reports made before it existed
+      h += "<p>" +
+           esc(clinic::score_context_text(
+               at == "first_answer" ? clinic::ScoreContext::FirstAnswer : clinic::ScoreContext::ScoreQuestion,
+               ja ? clinic::Language::Ja : clinic::Language::En)) +
+           "</p>\n";
     h += "</section>\n";
   } else {
     h += "<p>" + esc(w.not_assessed) + "</p>\n";
