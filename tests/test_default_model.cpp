@@ -95,8 +95,9 @@ TEST(DefaultModel, AnswersDependOnTheImageAndAgreeWithScoresAndMeasurements) {
   EXPECT_EQ(answers.size(), static_cast<size_t>(n)) << "every photo gets its own description";
   EXPECT_GE(tops.size(), 2u) << "the differential depends on the photo";
   // All 6 here. Greedy decoding can still part from the full-phrase ranking
-  // (melanocytic nevus and melanoma share their first tokens; 1.5% of the
-  // validation images, model card); one is allowed for other SIMD paths' round-off.
+  // (melanocytic nevus and melanoma share their first tokens, whose
+  // probability is then the two phrases' together; 1.5% of the validation
+  // images, model card); one is allowed for other SIMD paths' round-off.
   EXPECT_GE(named_top, n - 1) << "the answer names the model's own top-scored condition";
   EXPECT_GE(stated, 3 * n) << "the answers state the measured features";
   EXPECT_GE(agreed, stated / 2) << "most stated features agree with the measurement (74% on the test set)";
