@@ -19,6 +19,8 @@ const T = {
     qrefuse: 'This photo cannot be assessed:', confirmDelete: 'Delete this case and everything recorded for it? This cannot be undone.',
     deleted: 'The case was deleted.', busyRetry: 'The model is busy; please try again in a moment.',
     caseOf: 'Case', created: 'created', reviewSaved: 'Review recorded.', noAnswer: '(no answer)',
+    scoredFirst: "The model's scores were read where its first answer names the diagnosis (before calibration, which can change their order).",
+    scoredQuestion: 'The scores are the model\'s answer to "What skin disease is shown in this image?" (its first answer names no diagnosis in the expected form).',
   },
   ja: {
     title: 'skingpt', new: '新しい相談', cases: '症例一覧', apiKey: 'APIキー',
@@ -36,6 +38,8 @@ const T = {
     qrefuse: 'この写真は評価できません：', confirmDelete: 'この症例と記録をすべて削除しますか？元に戻せません。',
     deleted: '症例を削除しました。', busyRetry: 'モデルが混み合っています。少し待ってから再試行してください。',
     caseOf: '症例', created: '作成', reviewSaved: 'レビューを記録しました。', noAnswer: '（回答なし）',
+    scoredFirst: 'モデルのスコアは、最初の回答が診断名を述べる箇所で読み取ったものです（較正前。較正で順位が変わることがあります）。',
+    scoredQuestion: 'スコアは「この画像に写っている皮膚疾患は何ですか？」への回答としての尤度です（最初の回答が所定の形で診断名を述べていません）。',
   },
 };
 
@@ -265,6 +269,10 @@ function renderCase(r) {
       ol.append(li);
     }
   }
+  // Reports made before scored_at existed do not have it: nothing is shown.
+  const at = d && d.scored_at;
+  $('scored-at').textContent = at === 'first_answer' ? t('scoredFirst') : at === 'score_question' ? t('scoredQuestion') : '';
+  show('scored-at', !!at);
   const f = $('findings');
   f.replaceChildren();
   const fd = r.findings || {};

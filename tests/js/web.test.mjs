@@ -44,6 +44,7 @@ try {
   const bars = await page.locator('#diff li').count();
   assert.ok(bars >= 2, 'the differential as bars');
   assert.match(await page.textContent('#diff li .pct >> nth=0'), /%$/);
+  assert.match(await page.textContent('#scored-at'), /first answer names|What skin disease/, 'where the scores were read');
   await page.waitForFunction(() => document.querySelector('#case-photo').naturalWidth > 0);
   console.log('ok - report shown with', bars, 'candidates');
 
